@@ -15,7 +15,7 @@ TORCH_INDEX ?=
 PYTEST_WORKERS ?= 2
 SUBMISSIONS ?= submissions
 GRADES ?= _build/grades
-NBVAL := --nbval-lax --sanitize-with tests/nbval_sanitize.cfg
+NBVAL := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .PHONY: install book test lab notebooks exercises grade bench bench-gpu validate status clean
 
