@@ -37,7 +37,7 @@ test: $(STAMP)
 	$(PY) -m lib.book validate
 	$(PY) -m lib.exercises generate --check
 	$(PY) -m lib.notebooks build
-	MPLBACKEND=Agg $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(NBVAL) tests chapters
+	MPLBACKEND=Agg OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(NBVAL) tests chapters
 
 lab: notebooks
 	$(VENV)/bin/jupyter lab chapters/
@@ -49,12 +49,12 @@ grade: $(STAMP)
 	$(PY) -m lib.grading $(SUBMISSIONS) --out $(GRADES)
 
 bench: $(STAMP)
-	$(PY) -m lib.bench --device cpu --out docs/bench/cpu.csv
+	$(PY) -m lib.benchmarks --device cpu --out docs/bench/cpu.csv
 
 # One prepared script for a lent GPU: kernel tests on CUDA, then every benchmark (≤ 8 minutes).
 bench-gpu: $(STAMP)
 	$(PY) -m pytest -q -x tests -k "kernel or triton"
-	$(PY) -m lib.bench --device cuda --out docs/bench/gpu-h200.csv
+	$(PY) -m lib.benchmarks --device cuda --out docs/bench/gpu-h200.csv
 
 validate: $(STAMP)
 	$(PY) -m lib.book validate

@@ -12,7 +12,7 @@ SDPA, ...). Ratios > 1 mean faster.
 Never time a Triton kernel under the CPU interpreter: that measures Python, not the kernel.
 
 Benchmarks that ``make bench`` / ``make bench-gpu`` run are registered with :func:`register` in the
-modules of :mod:`lib.benchmarks`; ``python -m lib.bench --device cpu --out docs/bench/cpu.csv``
+modules of :mod:`lib.benchmarks`; ``python -m lib.benchmarks --device cpu --out docs/bench/cpu.csv``
 runs them all and writes CSV rows (op, provider, shape, dtype, median, p20, p80, device, versions).
 """
 
@@ -203,7 +203,7 @@ REGISTRY: dict[str, BenchFn] = {}
 
 
 def register(name: str) -> Callable[[BenchFn], BenchFn]:
-    """Register ``fn(device) -> list[BenchTable]`` under ``name`` for ``python -m lib.bench``."""
+    """Register ``fn(device) -> list[BenchTable]`` under ``name`` for ``python -m lib.benchmarks``."""
 
     def wrap(fn: BenchFn) -> BenchFn:
         if name in REGISTRY:
@@ -226,7 +226,7 @@ def run_registered(device: str, out: Path | None, names: list[str] | None = None
     _load_benchmarks()
     unknown = sorted(set(names or []) - set(REGISTRY))
     if unknown:
-        raise SystemExit(f"lib.bench: unknown benchmark(s) {unknown}; registered: {sorted(REGISTRY)}")
+        raise SystemExit(f"lib.benchmarks: unknown benchmark(s) {unknown}; registered: {sorted(REGISTRY)}")
     tables = []
     for name in names or sorted(REGISTRY):
         for table in REGISTRY[name](device):
@@ -239,13 +239,13 @@ def run_registered(device: str, out: Path | None, names: list[str] | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.bench", description="Run the book's benchmarks.")
+    parser = argparse.ArgumentParser(prog="python -m lib.benchmarks", description="Run the book's benchmarks.")
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all registered)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--out", type=Path, help="CSV file to write (replaced)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("lib.bench: --device cuda needs a CUDA GPU; none is visible to torch")
+        raise SystemExit("lib.benchmarks: --device cuda needs a CUDA GPU; none is visible to torch")
     if args.device == "cpu":
         torch.set_num_threads(2)  # the book's reference machine has 2 cores
     if args.out is not None and args.out.exists():
@@ -256,5 +256,3 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

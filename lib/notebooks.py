@@ -247,6 +247,9 @@ def kernel_env() -> dict[str, str]:
     env = dict(os.environ)
     env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures become outputs
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silence ipykernel's debugger warning
+    # Idle OpenMP threads that spin steal the other core from a busy neighbour (another notebook,
+    # a pytest worker): loops of small torch ops then slow down 10-100x. Passive waiting avoids it.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not torch.cuda.is_available():
         env.setdefault("TRITON_INTERPRET", "1")
     return env

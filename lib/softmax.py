@@ -9,13 +9,53 @@ distribution; the book returns zeros for it, as FlashAttention does, rather than
 The backward pass of ``y = softmax(x)`` for an upstream gradient ``dy`` is
 
     dx = y * (dy - sum_k y_k dy_k)
+
+Three implementations, each tested against the one before:
+
+* :func:`reference_softmax` — NumPy, float64, the ground truth.
+* :func:`softmax_torch` — plain PyTorch, one whole-tensor operation per step (the CPU path).
+* ``kernels.softmax`` — one fused Triton kernel per direction (the CUDA path).
+
+:func:`softmax` is the function the rest of the book calls: it validates its input, dispatches on
+the device and is differentiable.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Callable
 
-__all__ = ["reference_softmax", "reference_softmax_backward"]
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+from lib.device import use_kernel
+
+__all__ = [
+    "KERNEL_DTYPES",
+    "SoftmaxFunction",
+    "check_logits",
+    "check_positive_int",
+    "compute_dtype",
+    "kernel_applies",
+    "nan_like",
+    "over_rows",
+    "reference_softmax",
+    "reference_softmax_backward",
+    "safe_normalizer",
+    "sample_logits",
+    "safe_shift",
+    "softmax",
+    "softmax_backward",
+    "softmax_backward_torch",
+    "softmax_torch",
+    "with_softmax_backward",
+]
+
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+"""Dtypes the Triton kernels load and store (they compute in float32); float64 stays on PyTorch."""
+
+
+# ----------------------------------------------------------------------------- NumPy reference
 
 
 def reference_softmax(x: np.ndarray) -> np.ndarray:
@@ -41,3 +81,200 @@ def reference_softmax_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     if y.shape != dy.shape:
         raise ValueError(f"dy: expected shape {y.shape} (the shape of y), got {dy.shape}")
     return y * (dy - np.sum(y * dy, axis=-1, keepdims=True))
+
+
+# ----------------------------------------------------------------------------- shared machinery
+
+
+def check_logits(x: torch.Tensor, dim: int, name: str = "x") -> None:
+    """Raise a one-line error unless ``x`` is a floating tensor with a non-empty axis ``dim``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
+    if x.ndim == 0:
+        raise ValueError(f"{name}: expected at least one dimension, got a 0-d tensor")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"dim: expected an int in [{-x.ndim}, {x.ndim}) for a {x.ndim}-d tensor, got {dim!r}")
+    if x.shape[dim] == 0:
+        raise ValueError(f"{name}: expected a non-empty dimension {dim}, got shape {tuple(x.shape)}")
+
+
+def check_positive_int(name: str, value: int) -> None:
+    """Raise a one-line error unless ``value`` is an int ≥ 1 (a block size, a split count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+
+
+def nan_like(x: torch.Tensor) -> torch.Tensor:
+    """A NaN-filled tensor shaped like ``x``: pass it as a kernel's ``out`` in a check, and any
+    element the kernel never writes shows up as NaN where the reference is finite."""
+    return torch.full(x.shape, float("nan"), dtype=x.dtype, device=x.device)
+
+
+def safe_shift(m: torch.Tensor) -> torch.Tensor:
+    """The shift used in exponents: the running maximum ``m``, or 0 where ``m = -inf`` (nothing seen).
+
+    With it ``exp(x - shift)`` is 0, not NaN, for a row of ``-inf``.
+    """
+    return torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+
+
+def safe_normalizer(s: torch.Tensor) -> torch.Tensor:
+    """The divisor of the normalisation: ``s``, or 1 where ``s = 0`` (every numerator is then 0 too)."""
+    return torch.where(s == 0, torch.ones_like(s), s)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types, float64 stays float64: the precision the arithmetic runs in."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def over_rows(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, dim: int) -> torch.Tensor:
+    """Apply a row-wise ``fn`` — (rows, n) tensors → (rows, n) — along axis ``dim`` of (…, n, …) tensors.
+
+    ``dim`` is moved last and the other axes are flattened into rows (a view when the layout allows,
+    otherwise a copy); the result is moved back, so it has the input's shape.
+    """
+    moved = [t.movedim(dim, -1) for t in tensors]
+    shape = moved[0].shape
+    out = fn(*(t.reshape(-1, shape[-1]) for t in moved))
+    return out.reshape(shape).movedim(-1, dim)
+
+
+def kernel_applies(*tensors: torch.Tensor) -> bool:
+    """The dispatch rule: CUDA tensors in a dtype the kernels store go to Triton."""
+    return use_kernel(*tensors) and all(t.dtype in KERNEL_DTYPES for t in tensors)
+
+
+def sample_logits(
+    rows: int, n: int, *, seed: int = 0, dtype: torch.dtype = torch.float32, special_rows: bool = True
+) -> torch.Tensor:
+    """Seeded test logits (rows, n) drawn from N(0, 3²), the inputs every softmax check runs on.
+
+    With ``special_rows`` the first rows are the cases that break a careless softmax (as many as
+    ``rows`` allows): row 0 is all ``-inf`` (a fully masked row), row 1 has its first half ``-inf``
+    (a partly masked row), row 2 holds logits of size ±1e4 (exp overflows unless the max is subtracted).
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = 3.0 * torch.randn(rows, n, generator=g, dtype=torch.float64)
+    if special_rows:
+        x[0:1] = float("-inf")
+        x[1:2, : (n + 1) // 2] = float("-inf")
+        x[2:3] = 1e4 * torch.sign(x[2:3]) + x[2:3]
+    return x.to(dtype)
+
+
+# ----------------------------------------------------------------------------- PyTorch path
+
+
+def softmax_torch(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Stable softmax along ``dim`` as plain PyTorch operations; all-``-inf`` rows give zeros.
+
+    x: (..., n, ...) floating  →  same shape and dtype; half types are computed in float32.
+
+        m = max_k x_k  (0 if the row is all -inf),   e = exp(x - m),   y = e / sum_k e_k
+
+    Every operation below is a separate pass over memory: ``amax`` reads x; ``x - m`` reads x and
+    writes a temporary; ``exp`` reads and writes; ``sum`` reads; the division reads and writes.
+    That is 5 reads and 3 writes per element, against 1 read and 1 write for the fused kernel.
+    """
+    xc = x.to(compute_dtype(x.dtype))
+    m = safe_shift(xc.amax(dim=dim, keepdim=True))             # (..., 1, ...)
+    e = torch.exp(xc - m)                                       # every exponent ≤ 0
+    return (e / safe_normalizer(e.sum(dim=dim, keepdim=True))).to(x.dtype)
+
+
+def softmax_backward_torch(y: torch.Tensor, dy: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Vector-Jacobian product of softmax along ``dim`` in plain PyTorch.
+
+    y: softmax output, dy: upstream gradient, both (..., n, ...)  →  dx = y ∘ (dy − ⟨y, dy⟩),
+    in y's dtype (half types computed in float32).
+    """
+    compute = compute_dtype(y.dtype)
+    yc, dyc = y.to(compute), dy.to(compute)
+    return (yc * (dyc - (yc * dyc).sum(dim=dim, keepdim=True))).to(y.dtype)
+
+
+# ----------------------------------------------------------------------------- dispatch + autograd
+
+
+def _softmax_kernel_rows(x: torch.Tensor) -> torch.Tensor:
+    """(rows, n) → (rows, n) on CUDA: the fused kernel, or the streaming kernel of 00.2 for long rows."""
+    # Imported here, not at the top: lib must import without triton, and importing it is slow.
+    from kernels import online_softmax, softmax as fused
+
+    if x.shape[-1] <= fused.MAX_FUSED_COLS:
+        return fused.softmax_forward(x)
+    return online_softmax.online_softmax_forward(x)
+
+
+def _softmax_backward_kernel_rows(y: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """(rows, n) pair → dx on CUDA: the fused backward kernel; rows too long for one block use PyTorch."""
+    from kernels import softmax as fused
+
+    if y.shape[-1] <= fused.MAX_FUSED_COLS:
+        return fused.softmax_backward(y, dy)
+    return softmax_backward_torch(y, dy)
+
+
+def _softmax_forward(x: torch.Tensor, dim: int) -> torch.Tensor:
+    if kernel_applies(x):
+        return over_rows(_softmax_kernel_rows, x, dim=dim)
+    return softmax_torch(x, dim)
+
+
+def softmax_backward(y: torch.Tensor, dy: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """dx = y ∘ (dy − ⟨y, dy⟩) along ``dim``: the Triton kernel for CUDA tensors, PyTorch otherwise.
+
+    y, dy: (..., n, ...) of one shape  →  dx of that shape, in y's dtype.
+    """
+    check_logits(y, dim, name="y")
+    check_logits(dy, dim, name="dy")
+    if dy.shape != y.shape:
+        raise ValueError(f"dy: expected shape {tuple(y.shape)} (the shape of y), got {tuple(dy.shape)}")
+    if kernel_applies(y, dy):
+        return over_rows(_softmax_backward_kernel_rows, y, dy, dim=dim)
+    return softmax_backward_torch(y, dy, dim)
+
+
+class SoftmaxFunction(torch.autograd.Function):
+    """y = forward(x, dim); backward dx = y ∘ (dy − ⟨y, dy⟩), which needs only the saved output y."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int, forward: Callable[[torch.Tensor, int], torch.Tensor]):
+        y = forward(x, dim)
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        return softmax_backward(y, dy, ctx.dim), None, None
+
+
+def with_softmax_backward(
+    forward: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, dim: int
+) -> torch.Tensor:
+    """Run ``forward(x, dim) → softmax(x)`` and make it differentiable with softmax's backward.
+
+    Every way of computing softmax (one shot, blockwise, a kernel) shares this backward, because
+    dx = y ∘ (dy − ⟨y, dy⟩) depends on the output y alone. The backward is not itself differentiable.
+    """
+    return SoftmaxFunction.apply(x, dim, forward)
+
+
+def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Numerically stable, differentiable softmax along ``dim``; all-``-inf`` rows give zeros.
+
+    x: (..., n, ...) floating  →  same shape and dtype.
+
+    ``torch.softmax`` returns NaN for a fully masked row; this returns zeros (its gradient is zero
+    too), the convention FlashAttention uses. CUDA tensors run the Triton kernels of
+    ``kernels.softmax`` (forward and backward); CPU tensors, and float64 anywhere, run
+    :func:`softmax_torch`. Half-precision inputs are computed in float32 and rounded once at the end.
+    """
+    check_logits(x, dim)
+    return with_softmax_backward(_softmax_forward, x, dim)
