@@ -11,8 +11,9 @@ from lib.book import N_PAPERS, section_status, validate
 from lib.bookmodel import BOOK_FILE, ROOT, BookError, load_book
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def raw() -> dict:
+    """A fresh copy of the committed book for each test to break."""
     return yaml.safe_load(BOOK_FILE.read_text())
 
 
