@@ -53,7 +53,7 @@ bench: $(STAMP)
 
 # One prepared script for a lent GPU: kernel tests on CUDA, then every benchmark (≤ 8 minutes).
 bench-gpu: $(STAMP)
-	$(PY) -m pytest -q -x tests -k "kernel or triton"
+	$(PY) -m pytest -q -x -m kernel tests
 	$(PY) -m lib.benchmarks --device cuda --out docs/bench/gpu-h200.csv
 
 validate: $(STAMP)

@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from kernels.softmax import check_rows, new_output, num_warps_for, safe_shift
-from lib.softmax import check_positive_int
+from lib.validation import check_positive_int
 
 __all__ = [
     "merge_normalize_kernel",

@@ -22,9 +22,11 @@ import triton
 import triton.language as tl
 
 from lib.softmax import KERNEL_DTYPES
+from lib.validation import check_dtype, check_ndim, check_same_device, check_same_shape, check_tensor
 
 __all__ = [
     "MAX_FUSED_COLS",
+    "check_like",
     "check_rows",
     "new_output",
     "num_warps_for",
@@ -89,28 +91,28 @@ def softmax_backward_kernel(
 
 def check_rows(name: str, t: torch.Tensor) -> None:
     """Raise a one-line error unless ``t`` is a (rows, n) tensor, n ≥ 1, in a dtype the kernels store."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-d tensor (rows, n), got shape {tuple(t.shape)}")
-    if t.dtype not in KERNEL_DTYPES:
-        raise TypeError(f"{name}: expected one of float16, bfloat16, float32, got {t.dtype}")
+    check_tensor(name, t)
+    check_ndim(name, t, "rows, n")
+    check_dtype(name, t, KERNEL_DTYPES)
     if t.shape[1] == 0:
         raise ValueError(f"{name}: expected at least one column, got shape {tuple(t.shape)}")
 
 
-def new_output(like: torch.Tensor, out: torch.Tensor | None, name: str = "out") -> torch.Tensor:
-    """``out`` after checking it matches ``like`` (shape, device, kernel dtype), or a new empty tensor.
+def check_like(name: str, t: torch.Tensor, like_name: str, like: torch.Tensor) -> None:
+    """Raise a one-line error unless ``t`` has the shape and the device of ``like``."""
+    check_same_shape(name, t, like_name, like)
+    check_same_device(name, t, like_name, like)
+
+
+def new_output(like: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``out`` after checking it matches the input ``like`` (shape, device, kernel dtype), or a new empty tensor.
 
     Tests pass a NaN-filled ``out`` so that an element the kernel never writes cannot go unnoticed.
     """
     if out is None:
         return torch.empty_like(like, memory_format=torch.contiguous_format)
-    check_rows(name, out)
-    if out.shape != like.shape or out.device != like.device:
-        raise ValueError(
-            f"{name}: expected shape {tuple(like.shape)} on {like.device}, got {tuple(out.shape)} on {out.device}"
-        )
+    check_rows("out", out)
+    check_like("out", out, "the input", like)
     return out
 
 
@@ -146,10 +148,7 @@ def softmax_backward(y: torch.Tensor, dy: torch.Tensor, *, out: torch.Tensor | N
     """
     check_rows("y", y)
     check_rows("dy", dy)
-    if dy.shape != y.shape or dy.device != y.device:
-        raise ValueError(
-            f"dy: expected shape {tuple(y.shape)} on {y.device} (like y), got {tuple(dy.shape)} on {dy.device}"
-        )
+    check_like("dy", dy, "y", y)
     if y.shape[1] > MAX_FUSED_COLS:
         raise ValueError(f"y: expected at most {MAX_FUSED_COLS} columns for the one-block kernel, got {y.shape[1]}")
     dx = new_output(y, out)

@@ -18,6 +18,7 @@ __all__ = [
     "configure_triton",
     "default_device",
     "interpreting",
+    "kernel_device",
     "triton_available",
     "use_kernel",
 ]
@@ -34,13 +35,15 @@ def interpreting() -> bool:
 
 
 def configure_triton() -> None:
-    """Turn on Triton's interpreter when no CUDA device is present.
+    """Turn on Triton's interpreter when no CUDA device is present and ``TRITON_INTERPRET`` is unset.
 
-    Raises ``RuntimeError`` when ``triton`` was already imported without the interpreter on a
-    machine with no GPU: the setting would then be ignored and every launch would fail later with
-    a less helpful message.
+    An explicit ``TRITON_INTERPRET`` wins: ``TRITON_INTERPRET=0`` keeps the interpreter off on a
+    machine without a GPU, where kernels can then be compiled for a GPU but not run
+    (``lib.gpu_compile``). Raises ``RuntimeError`` when ``triton`` was already imported without
+    the interpreter on a machine with no GPU: the setting would then be ignored and every launch
+    would fail later with a less helpful message.
     """
-    if torch.cuda.is_available() or interpreting():
+    if torch.cuda.is_available() or "TRITON_INTERPRET" in os.environ:
         return
     if "triton" in sys.modules:
         raise RuntimeError(
@@ -53,6 +56,23 @@ def configure_triton() -> None:
 def default_device() -> torch.device:
     """``cuda`` when a GPU is present, else ``cpu``."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def kernel_device() -> torch.device:
+    """Where kernel tests put their inputs: ``cuda`` when a GPU is present, else ``cpu``.
+
+    On ``cuda`` kernels launch for real; on ``cpu`` Triton's interpreter runs them, so it must be
+    on (:func:`configure_triton`, which ``tests/conftest.py`` calls). Raises ``RuntimeError`` on a
+    machine with neither, where no kernel could run.
+    """
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if not interpreting():
+        raise RuntimeError(
+            "no device runs Triton kernels: there is no GPU and TRITON_INTERPRET=1 is not set; "
+            "call lib.device.configure_triton() before importing triton"
+        )
+    return torch.device("cpu")
 
 
 def use_kernel(*tensors: torch.Tensor) -> bool:

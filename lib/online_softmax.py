@@ -30,8 +30,6 @@ import numpy as np
 import torch
 
 from lib.softmax import (
-    check_logits,
-    check_positive_int,
     compute_dtype,
     kernel_applies,
     over_rows,
@@ -39,6 +37,7 @@ from lib.softmax import (
     safe_shift,
     with_softmax_backward,
 )
+from lib.validation import check_floating_tensor, check_ndim, check_positive_int
 
 __all__ = [
     "merge_states",
@@ -89,10 +88,8 @@ def reference_online_softmax(x: np.ndarray, block: int) -> np.ndarray:
     x: (rows, n)  →  (rows, n) float64, equal to :func:`lib.softmax.reference_softmax` up to rounding.
     """
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"x: expected a 2-D array (rows, n), got shape {x.shape}")
-    if not isinstance(block, int) or block < 1:
-        raise ValueError(f"block: expected a positive int, got {block!r}")
+    check_ndim("x", x, "rows, n")
+    check_positive_int("block", block)
     rows, n = x.shape
     m = np.full(rows, -np.inf)
     l = np.zeros(rows)
@@ -166,6 +163,6 @@ def online_softmax(x: torch.Tensor, block: int = 1024) -> torch.Tensor:
     tensors and float64 run :func:`online_softmax_torch`. The backward is softmax's own,
     dx = y ∘ (dy − ⟨y, dy⟩), shared with :func:`lib.softmax.softmax`.
     """
-    check_logits(x, -1)
+    check_floating_tensor("x", x, -1)
     check_positive_int("block", block)
     return with_softmax_backward(partial(_online_softmax_forward, block=block), x, -1)

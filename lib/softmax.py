@@ -29,15 +29,13 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from lib.device import use_kernel
+from lib.validation import check_floating_tensor, check_same_shape
 
 __all__ = [
     "KERNEL_DTYPES",
     "SoftmaxFunction",
-    "check_logits",
-    "check_positive_int",
     "compute_dtype",
     "kernel_applies",
-    "nan_like",
     "over_rows",
     "reference_softmax",
     "reference_softmax_backward",
@@ -78,38 +76,11 @@ def reference_softmax_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """
     y = np.asarray(y, dtype=np.float64)
     dy = np.asarray(dy, dtype=np.float64)
-    if y.shape != dy.shape:
-        raise ValueError(f"dy: expected shape {y.shape} (the shape of y), got {dy.shape}")
+    check_same_shape("dy", dy, "y", y)
     return y * (dy - np.sum(y * dy, axis=-1, keepdims=True))
 
 
 # ----------------------------------------------------------------------------- shared machinery
-
-
-def check_logits(x: torch.Tensor, dim: int, name: str = "x") -> None:
-    """Raise a one-line error unless ``x`` is a floating tensor with a non-empty axis ``dim``."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
-    if x.ndim == 0:
-        raise ValueError(f"{name}: expected at least one dimension, got a 0-d tensor")
-    if isinstance(dim, bool) or not isinstance(dim, int) or not -x.ndim <= dim < x.ndim:
-        raise ValueError(f"dim: expected an int in [{-x.ndim}, {x.ndim}) for a {x.ndim}-d tensor, got {dim!r}")
-    if x.shape[dim] == 0:
-        raise ValueError(f"{name}: expected a non-empty dimension {dim}, got shape {tuple(x.shape)}")
-
-
-def check_positive_int(name: str, value: int) -> None:
-    """Raise a one-line error unless ``value`` is an int ≥ 1 (a block size, a split count)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-
-
-def nan_like(x: torch.Tensor) -> torch.Tensor:
-    """A NaN-filled tensor shaped like ``x``: pass it as a kernel's ``out`` in a check, and any
-    element the kernel never writes shows up as NaN where the reference is finite."""
-    return torch.full(x.shape, float("nan"), dtype=x.dtype, device=x.device)
 
 
 def safe_shift(m: torch.Tensor) -> torch.Tensor:
@@ -229,10 +200,9 @@ def softmax_backward(y: torch.Tensor, dy: torch.Tensor, dim: int = -1) -> torch.
 
     y, dy: (..., n, ...) of one shape  →  dx of that shape, in y's dtype.
     """
-    check_logits(y, dim, name="y")
-    check_logits(dy, dim, name="dy")
-    if dy.shape != y.shape:
-        raise ValueError(f"dy: expected shape {tuple(y.shape)} (the shape of y), got {tuple(dy.shape)}")
+    check_floating_tensor("y", y, dim)
+    check_floating_tensor("dy", dy, dim)
+    check_same_shape("dy", dy, "y", y)
     if kernel_applies(y, dy):
         return over_rows(_softmax_backward_kernel_rows, y, dy, dim=dim)
     return softmax_backward_torch(y, dy, dim)
@@ -276,5 +246,5 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     ``kernels.softmax`` (forward and backward); CPU tensors, and float64 anywhere, run
     :func:`softmax_torch`. Half-precision inputs are computed in float32 and rounded once at the end.
     """
-    check_logits(x, dim)
+    check_floating_tensor("x", x, dim)
     return with_softmax_backward(_softmax_forward, x, dim)

@@ -1,7 +1,8 @@
 """Section 00.2: the online (streaming) softmax — NumPy loop, blockwise PyTorch, Triton kernels.
 
 Every version is checked against the one-shot float64 reference of 00.1, with blocks that do and
-do not divide the row, a block longer than the row, and rows of -inf and of ±1e4.
+do not divide the row, a block longer than the row, and rows of -inf and of ±1e4. Tests marked
+``kernel`` run on :func:`lib.device.kernel_device` (the interpreter on the CPU, for real on a GPU).
 """
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 import kernels.online_softmax as streaming
-import lib.softmax
 from lib import agree, agree_flash_rule
+from lib.device import kernel_device
 from lib.online_softmax import (
     merge_states,
     online_softmax,
@@ -20,7 +21,10 @@ from lib.online_softmax import (
     reference_online_softmax,
     reference_online_update,
 )
-from lib.softmax import nan_like, reference_softmax, reference_softmax_backward, sample_logits
+from lib.softmax import reference_softmax, reference_softmax_backward, sample_logits
+from lib.testing import nan_like, numpy64
+
+DEVICE = kernel_device()
 
 FP64 = dict(atol=1e-14, rtol=1e-12, reason="float64 vs float64: blockwise vs one-shot rounding only")
 FP32 = dict(atol=1e-6, rtol=1e-5, reason="float32 rounding of exp, rescalings and the row sum")
@@ -98,49 +102,53 @@ def test_gradcheck_float64():
 KERNEL_CASES = [(4, 64, 16), (7, 203, 32), (5, 10, 16), (1, 100, 16)]
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("rows, n, block", KERNEL_CASES)
 def test_looped_kernel_float32(rows, n, block):
-    x = sample_logits(rows, n)
+    x = sample_logits(rows, n).to(DEVICE)
     y = streaming.online_softmax_forward(x, block=block, out=nan_like(x))
-    agree(f"looped kernel ({rows}, {n}) block={block}", y, reference_softmax(x.numpy()), **FP32)
+    agree(f"looped kernel ({rows}, {n}) block={block}", y, reference_softmax(numpy64(x)), **FP32)
     agree(f"looped kernel vs torch path ({rows}, {n})", y, online_softmax_torch(x, block), **FP32)
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("splits", [1, 3, 8])
 @pytest.mark.parametrize("rows, n, block", KERNEL_CASES)
 def test_split_kernel_float32(rows, n, block, splits):
     """splits=8 leaves slices of short rows empty: their state (-inf, 0) must merge away."""
-    x = sample_logits(rows, n)
+    x = sample_logits(rows, n).to(DEVICE)
     y = streaming.online_softmax_split(x, splits=splits, block=block, out=nan_like(x))
-    agree(f"split kernel ({rows}, {n}) splits={splits}", y, reference_softmax(x.numpy()), **FP32)
+    agree(f"split kernel ({rows}, {n}) splits={splits}", y, reference_softmax(numpy64(x)), **FP32)
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("kernel", ["online_softmax_forward", "online_softmax_split"])
-def test_kernels_float16_by_flash_rule(kernel):
-    x = sample_logits(6, 203, special_rows=False).half()
+def test_kernels_half_by_flash_rule(kernel, half_dtype):
+    x = sample_logits(6, 203, special_rows=False).to(DEVICE, half_dtype)
     y = getattr(streaming, kernel)(x, block=32, out=nan_like(x))
-    assert y.dtype == torch.float16
-    agree_flash_rule(f"{kernel} fp16", y, torch.softmax(x, dim=-1), reference_softmax(x.numpy()))
+    assert y.dtype == half_dtype
+    agree_flash_rule(f"{kernel} {half_dtype}", y, torch.softmax(x, dim=-1), reference_softmax(numpy64(x)))
 
 
+@pytest.mark.kernel
 def test_kernels_on_strided_views():
-    base = sample_logits(40, 30)
+    base = sample_logits(40, 30).to(DEVICE)
     for name, x in [("transpose", base.t()), ("strided columns", base[:, ::3])]:
         for kernel in (streaming.online_softmax_forward, streaming.online_softmax_split):
             y = kernel(x, block=16, out=nan_like(x))
-            agree(f"{kernel.__name__} on a {name} view", y, reference_softmax(x.numpy()), **FP32)
+            agree(f"{kernel.__name__} on a {name} view", y, reference_softmax(numpy64(x)), **FP32)
 
 
-def test_lib_kernel_route(monkeypatch):
-    """lib.online_softmax on the CUDA route (run here by the interpreter): block 7 becomes 8."""
-    monkeypatch.setattr(lib.softmax, "use_kernel", lambda *tensors: True)
-    x = sample_logits(6, 45).reshape(2, 3, 45).requires_grad_()
-    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(6))
+@pytest.mark.kernel
+def test_lib_kernel_route(kernel_dispatch):
+    """lib.online_softmax on the kernel route, forward and backward: block 7 becomes 8."""
+    x = sample_logits(6, 45).reshape(2, 3, 45).to(DEVICE).requires_grad_()
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(6)).to(DEVICE)
     y = online_softmax(x, block=7)
     y.backward(dy)
-    y_ref = reference_softmax(x.detach().numpy())
+    y_ref = reference_softmax(numpy64(x))
     agree("lib.online_softmax kernel route forward", y, y_ref, **FP32)
-    agree("lib.online_softmax kernel route backward", x.grad, reference_softmax_backward(y_ref, dy.numpy()), **FP32)
+    agree("lib.online_softmax kernel route backward", x.grad, reference_softmax_backward(y_ref, numpy64(dy)), **FP32)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -153,8 +161,8 @@ def test_lib_kernel_route(monkeypatch):
         (lambda: online_softmax(torch.ones(2, 3), block=2.0), ValueError, "block: expected a positive int"),
         (lambda: online_softmax(torch.ones(2, 0)), ValueError, "x: expected a non-empty dimension"),
         (lambda: online_softmax(torch.arange(3)), TypeError, "x: expected a floating-point tensor"),
-        (lambda: reference_online_softmax(np.ones(3), 2), ValueError, "x: expected a 2-D array"),
-        (lambda: streaming.online_softmax_forward(torch.ones(3)), ValueError, "x: expected a 2-d tensor"),
+        (lambda: reference_online_softmax(np.ones(3), 2), ValueError, r"x: expected a 2-d array \(rows, n\)"),
+        (lambda: streaming.online_softmax_forward(torch.ones(3)), ValueError, "x: expected a 2-d array"),
         (lambda: streaming.online_softmax_forward(torch.ones(2, 3), block=-1), ValueError, "block: expected"),
         (lambda: streaming.online_softmax_split(torch.ones(2, 3), splits=0), ValueError, "splits: expected"),
         (lambda: streaming.online_softmax_split(torch.ones(2, 3).double()), TypeError, "x: expected one of"),

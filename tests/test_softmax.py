@@ -1,6 +1,7 @@
 """Section 00.1: the PyTorch path and the fused Triton kernels against the float64 NumPy reference.
 
-Kernels run on the CPU through Triton's interpreter (tests/conftest.py), so shapes stay small.
+Tests marked ``kernel`` run on :func:`lib.device.kernel_device`: on the CPU through Triton's
+interpreter (tests/conftest.py), so shapes stay small, and on a GPU for real (``make bench-gpu``).
 """
 
 import numpy as np
@@ -8,10 +9,9 @@ import pytest
 import torch
 
 import kernels.softmax as fused
-import lib.softmax
 from lib import agree, agree_flash_rule
+from lib.device import kernel_device
 from lib.softmax import (
-    nan_like,
     reference_softmax,
     reference_softmax_backward,
     sample_logits,
@@ -20,7 +20,9 @@ from lib.softmax import (
     softmax_backward_torch,
     softmax_torch,
 )
+from lib.testing import nan_like, numpy64
 
+DEVICE = kernel_device()
 FP64 = dict(atol=1e-14, rtol=1e-12, reason="float64 vs float64: summation order only")
 FP32 = dict(atol=1e-6, rtol=1e-5, reason="float32 rounding of exp and one row sum")
 
@@ -28,7 +30,7 @@ FP32 = dict(atol=1e-6, rtol=1e-5, reason="float32 rounding of exp and one row su
 SHAPES = [(4, 64), (113, 203), (1, 203), (5, 1), (3, 7)]
 
 
-def plain_fp16_backward(y: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+def plain_half_backward(y: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     """The baseline of the flash rule: softmax's backward evaluated in the inputs' own dtype."""
     return y * (dy - (y * dy).sum(dim=-1, keepdim=True))
 
@@ -99,81 +101,81 @@ def test_backward_matches_reference():
 # ----------------------------------------------------------------------------- Triton kernels
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("shape", SHAPES)
 def test_kernel_forward_float32(shape):
-    x = sample_logits(*shape)
+    x = sample_logits(*shape).to(DEVICE)
     y = fused.softmax_forward(x, out=nan_like(x))
-    ref = reference_softmax(x.numpy())
-    agree(f"kernel forward {shape}", y, ref, **FP32)
+    agree(f"kernel forward {shape}", y, reference_softmax(numpy64(x)), **FP32)
     agree(f"kernel vs torch path {shape}", y, softmax_torch(x), **FP32)
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("shape", [(4, 64), (9, 203)])
-def test_kernel_forward_float16_by_flash_rule(shape):
-    x = sample_logits(*shape, special_rows=False).half()
+def test_kernel_forward_half_by_flash_rule(shape, half_dtype):
+    x = sample_logits(*shape, special_rows=False).to(DEVICE, half_dtype)
     y = fused.softmax_forward(x, out=nan_like(x))
-    assert y.dtype == torch.float16
-    agree_flash_rule(f"kernel forward fp16 {shape}", y, torch.softmax(x, dim=-1), reference_softmax(x.numpy()))
+    assert y.dtype == half_dtype
+    agree_flash_rule(f"kernel forward {half_dtype} {shape}", y, torch.softmax(x, dim=-1), reference_softmax(numpy64(x)))
 
 
+@pytest.mark.kernel
 def test_kernel_forward_masked_and_large_rows_float16():
-    x = sample_logits(4, 50).half()
+    x = sample_logits(4, 50).to(DEVICE, torch.float16)
     agree("kernel forward fp16 special rows", fused.softmax_forward(x, out=nan_like(x)),
-          reference_softmax(x.numpy()), atol=1e-3, rtol=0.0, reason="one fp16 rounding of values ≤ 1")
+          reference_softmax(numpy64(x)), atol=1e-3, rtol=0.0, reason="one fp16 rounding of values ≤ 1")
 
 
+@pytest.mark.kernel
 def test_kernel_forward_strided_input_and_output():
-    base = sample_logits(20, 30)
+    base = sample_logits(20, 30).to(DEVICE)
     x = base.t()                                         # (30, 20), column stride 30
-    out = torch.full((20, 30), float("nan")).t()         # a non-contiguous output view
+    out = nan_like(base).t()                             # a non-contiguous output view
     fused.softmax_forward(x, out=out)
-    agree("kernel forward, transposed in and out", out, reference_softmax(x.numpy()), **FP32)
+    agree("kernel forward, transposed in and out", out, reference_softmax(numpy64(x)), **FP32)
     x = base[:, 1::2]                                    # (20, 15), column stride 2
     agree("kernel forward, strided columns", fused.softmax_forward(x, out=nan_like(x)),
-          reference_softmax(x.numpy()), **FP32)
+          reference_softmax(numpy64(x)), **FP32)
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("shape", [(4, 64), (13, 203), (1, 5)])
 def test_kernel_backward_float32(shape):
-    y = softmax_torch(sample_logits(*shape))
-    dy = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    y = softmax_torch(sample_logits(*shape)).to(DEVICE)
+    dy = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(DEVICE)
     dx = fused.softmax_backward(y, dy, out=nan_like(y))
-    agree(f"kernel backward {shape}", dx, reference_softmax_backward(y.numpy(), dy.numpy()), **FP32)
+    agree(f"kernel backward {shape}", dx, reference_softmax_backward(numpy64(y), numpy64(dy)), **FP32)
     agree(f"kernel backward vs torch path {shape}", dx, softmax_backward_torch(y, dy), **FP32)
 
 
-def test_kernel_backward_float16_by_flash_rule():
-    y = softmax_torch(sample_logits(9, 203, special_rows=False)).half()
-    dy = torch.randn(9, 203, generator=torch.Generator().manual_seed(4)).half()
+@pytest.mark.kernel
+def test_kernel_backward_half_by_flash_rule(half_dtype):
+    y = softmax_torch(sample_logits(9, 203, special_rows=False)).to(DEVICE, half_dtype)
+    dy = torch.randn(9, 203, generator=torch.Generator().manual_seed(4)).to(DEVICE, half_dtype)
     dx = fused.softmax_backward(y, dy, out=nan_like(y))
-    agree_flash_rule("kernel backward fp16", dx, plain_fp16_backward(y, dy),
-                     reference_softmax_backward(y.numpy(), dy.numpy()))
+    agree_flash_rule(f"kernel backward {half_dtype}", dx, plain_half_backward(y, dy),
+                     reference_softmax_backward(numpy64(y), numpy64(dy)))
 
 
-@pytest.fixture
-def kernel_dispatch(monkeypatch):
-    """Send CPU tensors down the CUDA route, so the interpreter runs lib's kernel glue."""
-    monkeypatch.setattr(lib.softmax, "use_kernel", lambda *tensors: True)
-
-
+@pytest.mark.kernel
 @pytest.mark.parametrize("max_fused_cols", [fused.MAX_FUSED_COLS, 8])
 def test_lib_kernel_route_forward_and_backward(kernel_dispatch, monkeypatch, max_fused_cols):
     """3-d input along dim 1 through lib.softmax's kernel route; rows longer than 8 take 00.2's kernel."""
     monkeypatch.setattr(fused, "MAX_FUSED_COLS", max_fused_cols)
-    x = sample_logits(6 * 3, 11).reshape(6, 3, 11).transpose(1, 2).requires_grad_()  # (6, 11, 3), a view
-    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    x = sample_logits(6 * 3, 11).reshape(6, 3, 11).transpose(1, 2).to(DEVICE).requires_grad_()  # (6, 11, 3), a view
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).to(DEVICE)
     y = softmax(x, dim=1)
     y.backward(dy)
-    x_rows = x.detach().movedim(1, -1).numpy()
-    y_ref = reference_softmax(x_rows)
+    y_ref = reference_softmax(numpy64(x.movedim(1, -1)))
     agree("lib kernel route forward", y.movedim(1, -1), y_ref, **FP32)
     agree("lib kernel route backward", x.grad.movedim(1, -1),
-          reference_softmax_backward(y_ref, dy.movedim(1, -1).numpy()), **FP32)
+          reference_softmax_backward(y_ref, numpy64(dy.movedim(1, -1))), **FP32)
 
 
+@pytest.mark.kernel
 def test_float64_stays_on_torch_path_under_kernel_dispatch(kernel_dispatch):
-    x = sample_logits(3, 9, dtype=torch.float64)
-    agree("float64 under kernel dispatch", softmax(x), reference_softmax(x.numpy()), **FP64)
+    x = sample_logits(3, 9, dtype=torch.float64).to(DEVICE)
+    agree("float64 under kernel dispatch", softmax(x), reference_softmax(numpy64(x)), **FP64)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -188,7 +190,7 @@ def test_float64_stays_on_torch_path_under_kernel_dispatch(kernel_dispatch):
         (lambda: softmax(torch.ones(2, 3), dim=2), ValueError, r"dim: expected an int in \[-2, 2\)"),
         (lambda: softmax(torch.ones(2, 0)), ValueError, "x: expected a non-empty dimension"),
         (lambda: softmax_backward(torch.ones(2, 3), torch.ones(3, 2)), ValueError, "dy: expected shape"),
-        (lambda: fused.softmax_forward(torch.ones(2, 3, 4)), ValueError, "x: expected a 2-d tensor"),
+        (lambda: fused.softmax_forward(torch.ones(2, 3, 4)), ValueError, r"x: expected a 2-d array \(rows, n\)"),
         (lambda: fused.softmax_forward(torch.ones(2, 3, dtype=torch.float64)), TypeError, "x: expected one of"),
         (lambda: fused.softmax_forward(torch.ones(2, 0)), ValueError, "x: expected at least one column"),
         (lambda: fused.softmax_forward(torch.ones(1, fused.MAX_FUSED_COLS + 1)), ValueError, "x: expected at most"),

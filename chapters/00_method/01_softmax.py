@@ -22,13 +22,13 @@ import kernels.softmax as fused
 import lib
 from lib.benchmarks.softmax import softmax_table
 from lib.softmax import (
-    nan_like,
     reference_softmax,
     reference_softmax_backward,
     sample_logits,
     softmax,
     softmax_torch,
 )
+from lib.testing import nan_like
 
 lib.seed_everything(0)
 

@@ -27,7 +27,8 @@ from lib.online_softmax import (
     reference_online_softmax,
     reference_online_update,
 )
-from lib.softmax import nan_like, reference_softmax, sample_logits, softmax_torch
+from lib.softmax import reference_softmax, sample_logits, softmax_torch
+from lib.testing import nan_like
 
 lib.seed_everything(0)
 
