@@ -107,6 +107,16 @@ def test_cli_validate_status_and_json():
     assert len(rows) == 121 and rows[0]["id"] == "00.1" and rows[0]["notebook"] is True
 
 
+def test_cli_toc_writes_the_contents_and_the_papers_index(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lib.book", "toc", "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    papers = (tmp_path / "papers.md").read_text()
+    assert papers.count("https://arxiv.org/abs/") == N_PAPERS
+    assert "[2307.08691](https://arxiv.org/abs/2307.08691)" in papers  # FlashAttention-2 → section 01.1
+    assert (tmp_path / "chapters" / "00_method" / "index.md").is_file()
+
+
 def test_cli_reports_a_malformed_book_in_one_line(tmp_path):
     bad = tmp_path / "book.yml"
     bad.write_text("chapters: 3\n")

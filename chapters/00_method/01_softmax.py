@@ -30,7 +30,7 @@ from lib.softmax import (
 )
 from lib.testing import nan_like
 
-lib.seed_everything(0)
+rng = lib.seed_everything(0)  # seeds Python, NumPy and torch; returns a NumPy Generator
 
 # %% [markdown]
 # ## Idea

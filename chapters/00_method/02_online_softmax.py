@@ -30,7 +30,7 @@ from lib.online_softmax import (
 from lib.softmax import reference_softmax, sample_logits, softmax_torch
 from lib.testing import nan_like
 
-lib.seed_everything(0)
+rng = lib.seed_everything(0)  # seeds Python, NumPy and torch; returns a NumPy Generator
 
 # %% [markdown]
 # ## Idea
