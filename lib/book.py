@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import json
 import re
+import signal
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -221,7 +222,7 @@ def print_status(book: Book) -> None:
     all_status = [section_status(s) for s in book.sections]
     papers = sum(1 for s in book.sections if s.paper)
     written = sum(st.complete for st in all_status if st.paper)
-    print(f"legend: ✓ exists · missing – not needed; complete = every listed part exists")
+    print("legend: ✓ exists · missing – none listed; complete = the notebook and every listed part exist")
     print(f"paper sections listed: {papers} of {N_PAPERS}; complete: {written}")
     print(f"all sections complete: {sum(st.complete for st in all_status)} of {len(all_status)}")
 
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     toc.add_argument("--out", type=Path, default=ROOT / "_build" / "book_src")
     parser.add_argument("--book", type=Path, default=ROOT / "book.yml", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `status | head` ends quietly
     try:
         book = load_book(args.book)
     except BookError as err:
