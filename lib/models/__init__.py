@@ -1,0 +1,1 @@
+"""Whole models the book builds from its own parts: encoders, decoders and their pretrained checkpoints."""
