@@ -14,13 +14,16 @@ from typing import Any
 import torch
 
 __all__ = [
+    "check_choice",
     "check_dim",
     "check_dtype",
     "check_floating_tensor",
+    "check_int_in_range",
     "check_ndim",
     "check_positive_int",
     "check_same_device",
     "check_same_shape",
+    "check_seed",
     "check_tensor",
 ]
 
@@ -86,3 +89,22 @@ def check_positive_int(name: str, value: Any) -> None:
     """Raise ``ValueError`` unless ``value`` is an int ≥ 1 (a block size, a split count), not a bool."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
+
+
+def check_choice(name: str, value: Any, known: Iterable[str]) -> None:
+    """Raise unless ``value`` is one of the names in ``known`` (a corpus, a task); the message lists them."""
+    known = sorted(known)
+    if value not in known:
+        raise ValueError(f"{name}: expected one of {', '.join(known)}, got {value!r}")
+
+
+def check_int_in_range(name: str, value: Any, low: int, high: int) -> None:
+    """Raise unless ``value`` is an int (not a bool) with ``low <= value <= high``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name}: expected an int in [{low}, {high}], got {value!r}")
+
+
+def check_seed(seed: Any) -> None:
+    """Raise unless ``seed`` is a non-negative int, as :func:`numpy.random.default_rng` takes it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")

@@ -231,7 +231,7 @@ def test_capture_with_a_cache_sees_the_cached_keys():
         model(ids[:, 6:], cache)
     assert list(acts) == ["attn_probs"] and acts["attn_probs"][0].shape == (2, 3, 3, 9)
     assert (acts["attn_probs"][0][..., 0, 7:] == 0).all()  # the query at position 6 sees keys 0…6
-    with pytest.raises(ValueError, match=r"what: expected one of 'residual', 'attn_probs', got 'mlp'"):
+    with pytest.raises(ValueError, match=r"what: expected one of attn_probs, residual, got 'mlp'"):
         with capture(model, what=("residual", "mlp")):
             pass
 
@@ -256,9 +256,9 @@ def test_from_state_round_trip():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(positions="absolute"), r"positions: expected one of 'none', .*, got 'absolute'"),
-        (dict(norm="batchnorm"), r"norm: expected one of 'layernorm', 'rmsnorm', got 'batchnorm'"),
-        (dict(mlp="relu"), r"mlp: expected one of 'gelu', 'swiglu', got 'relu'"),
+        (dict(positions="absolute"), r"positions: expected one of alibi, learned, none, .*, got 'absolute'"),
+        (dict(norm="batchnorm"), r"norm: expected one of layernorm, rmsnorm, got 'batchnorm'"),
+        (dict(mlp="relu"), r"mlp: expected one of gelu, swiglu, got 'relu'"),
         (dict(attention="flash"), r"attention: expected one of 'naive', 'sdpa'.*got 'flash'"),
         (dict(d_model=25), r"d_model: expected a multiple of n_heads=3, got 25"),
         (dict(d_model=15, positions="rope"), r"d_model: RoPE .* even, got 5"),

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lib.data.checks import check_seed
+from lib.validation import check_seed
 from lib.validation import check_ndim, check_positive_int
 
 __all__ = ["eval_batches", "random_batches"]

@@ -23,7 +23,7 @@ import os
 import sysconfig
 from pathlib import Path
 
-from lib.data.checks import check_choice
+from lib.validation import check_choice
 
 __all__ = ["CORPORA", "STDLIB_CAP", "STDLIB_SKIPPED_DIRS", "load_corpus", "train_val_split"]
 

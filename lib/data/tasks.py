@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lib.data.checks import check_choice, check_int_in_range, check_seed
+from lib.validation import check_choice, check_int_in_range, check_seed
 from lib.validation import check_positive_int
 
 __all__ = ["IGNORE_INDEX", "SYMBOLS", "TASKS", "TaskBatch", "TaskSpec", "make_task"]

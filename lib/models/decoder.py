@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.validation import check_dtype, check_ndim, check_positive_int, check_tensor
+from lib.validation import check_choice, check_dtype, check_ndim, check_positive_int, check_tensor
 
 __all__ = [
     "CAPTURE_KINDS",
@@ -166,11 +166,6 @@ def attention_backends() -> tuple[str, ...]:
 # ----------------------------------------------------------------------------- configuration
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected a bool, got {value!r}")
@@ -205,9 +200,9 @@ class DecoderConfig:
             raise ValueError(
                 f"d_model: expected a multiple of n_heads={self.n_heads}, got {self.d_model}"
             )
-        _check_choice("positions", self.positions, POSITIONS)
-        _check_choice("norm", self.norm, NORMS)
-        _check_choice("mlp", self.mlp, MLPS)
+        check_choice("positions", self.positions, POSITIONS)
+        check_choice("norm", self.norm, NORMS)
+        check_choice("mlp", self.mlp, MLPS)
         if self.attention not in _BACKENDS:
             raise ValueError(
                 f"attention: expected one of {', '.join(map(repr, _BACKENDS))} "
@@ -706,7 +701,7 @@ def capture(
         raise TypeError(f"model: expected a Decoder, got {type(model).__name__}")
     what = (what,) if isinstance(what, str) else tuple(what)
     for kind in what:
-        _check_choice("what", kind, CAPTURE_KINDS)
+        check_choice("what", kind, CAPTURE_KINDS)
     acts: dict[str, dict[int, torch.Tensor]] = {kind: {} for kind in what}
     handles = []
     try:
