@@ -1,0 +1,187 @@
+"""What the zoo holds: each entry's recipe (typed here) and its measured figures (written by builds).
+
+A recipe is a :class:`ZooEntry` without figures: the model's kind and configuration, the data, the
+training budget. The figures — validation loss, bits per character, size, build time — are read
+from ``registry.json`` next to the weights, which ``python -m lib.zoo build`` writes; nobody types
+them. An entry not built yet has ``None`` figures.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RECORDS_FILE",
+    "SPECS",
+    "WEIGHTS_DIR",
+    "ZOO",
+    "ZooEntry",
+    "entries",
+    "get_entry",
+    "read_records",
+    "weights_path",
+]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+"""Where the committed checkpoints and their ``registry.json`` live."""
+
+RECORDS_FILE = "registry.json"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One checkpoint of the zoo: its recipe and, once built, its recorded figures.
+
+    ``kind`` is ``"decoder"`` (``config`` holds :class:`lib.models.decoder.DecoderConfig` fields
+    except ``vocab_size``, which the tokenizer sets) or ``"ngram"`` (``config`` holds ``n`` and
+    ``discount`` of :class:`lib.ngram.NGramModel`). ``steps``, ``batch_size``, ``lr``,
+    ``warmup_steps`` and ``weight_decay`` are the training recipe (``None`` for count models; the
+    rest of :class:`lib.train.TrainConfig` keeps its defaults). ``val_loss_nats`` is the
+    mean cross-entropy over the validation split, ``val_bpc`` the same in bits per character,
+    ``params`` the trainable parameters (for an n-gram model: the stored n-gram counts).
+    """
+
+    name: str
+    kind: str
+    config: dict[str, Any]
+    corpus: str
+    tokenizer: str
+    steps: int | None
+    batch_size: int | None
+    seq_len: int
+    lr: float | None
+    seed: int
+    description: str
+    warmup_steps: int | None = None
+    weight_decay: float | None = None
+    val_loss_nats: float | None = None
+    val_bpc: float | None = None
+    params: int | None = None
+    build_seconds: float | None = None
+
+    @property
+    def built(self) -> bool:
+        """Whether a build has recorded this entry's figures."""
+        return self.val_loss_nats is not None
+
+    def build_command(self, out: Path | None = None) -> str:
+        """The exact shell command that (re)builds this entry (into ``out`` when it is not the default)."""
+        command = f"python -m lib.zoo build {self.name}"
+        if out is not None and Path(out).resolve() != WEIGHTS_DIR:
+            command += f" --out {out}"
+        return command
+
+
+_TARGET = dict(d_model=128, n_layers=5, n_heads=4, max_seq_len=256)
+_DRAFT = dict(d_model=64, n_layers=1, n_heads=4, max_seq_len=256)
+
+SPECS: dict[str, ZooEntry] = {
+    spec.name: spec
+    for spec in [
+        ZooEntry(
+            name="char-target",
+            kind="decoder",
+            config=_TARGET,
+            corpus="pydoc",
+            tokenizer="char",
+            steps=1000,
+            batch_size=16,
+            seq_len=256,
+            lr=3e-3,
+            warmup_steps=100,
+            weight_decay=0.1,
+            seed=0,
+            description="5-layer char decoder (d_model 128, RoPE): the big model of chapters 01 and 07",
+        ),
+        ZooEntry(
+            name="char-draft",
+            kind="decoder",
+            config=_DRAFT,
+            corpus="pydoc",
+            tokenizer="char",
+            steps=1000,
+            batch_size=16,
+            seq_len=256,
+            lr=3e-3,
+            warmup_steps=100,
+            weight_decay=0.1,
+            seed=0,
+            description="1-layer char decoder (d_model 64), the target's training budget: a cheap draft model",
+        ),
+        ZooEntry(
+            name="char-ngram",
+            kind="ngram",
+            config=dict(n=5, discount=0.75),
+            corpus="pydoc",
+            tokenizer="char",
+            steps=None,
+            batch_size=None,
+            seq_len=256,
+            lr=None,
+            seed=0,
+            description="5-gram counts with interpolated absolute discounting: a draft with no network",
+        ),
+        ZooEntry(
+            name="char-bigram",
+            kind="ngram",
+            config=dict(n=2, discount=0.75),
+            corpus="pydoc",
+            tokenizer="char",
+            steps=None,
+            batch_size=None,
+            seq_len=256,
+            lr=None,
+            seed=0,
+            description="baseline: the previous character only",
+        ),
+        ZooEntry(
+            name="char-unigram",
+            kind="ngram",
+            config=dict(n=1, discount=0.75),
+            corpus="pydoc",
+            tokenizer="char",
+            steps=None,
+            batch_size=None,
+            seq_len=256,
+            lr=None,
+            seed=0,
+            description="baseline: character frequencies, no context",
+        ),
+    ]
+}
+"""The recipes, in the order ``python -m lib.zoo list`` shows them."""
+
+
+def read_records(directory: Path) -> dict[str, dict[str, Any]]:
+    """The figures builds wrote to ``directory/registry.json`` (empty when nothing was built there)."""
+    path = Path(directory) / RECORDS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def entries(directory: Path = WEIGHTS_DIR) -> dict[str, ZooEntry]:
+    """Every recipe, with the figures recorded in ``directory`` filled in where there are some."""
+    records = read_records(directory)
+    figures = ("val_loss_nats", "val_bpc", "params", "build_seconds")
+    return {
+        name: replace(spec, **{key: records[name][key] for key in figures}) if name in records else spec
+        for name, spec in SPECS.items()
+    }
+
+
+ZOO: dict[str, ZooEntry] = entries()
+"""The committed zoo: every recipe with the figures recorded in :data:`WEIGHTS_DIR`."""
+
+
+def get_entry(name: str, directory: Path = WEIGHTS_DIR) -> ZooEntry:
+    """The entry called ``name`` (figures from ``directory``), or an error listing the known names."""
+    if name not in SPECS:
+        raise ValueError(f"name: expected one of the zoo's entries {', '.join(SPECS)}, got {name!r}")
+    return entries(directory)[name]
+
+
+def weights_path(entry: ZooEntry, directory: Path = WEIGHTS_DIR) -> Path:
+    """Where ``entry``'s checkpoint lives: ``NAME.pt`` for a decoder, ``NAME.json`` for counts."""
+    return Path(directory) / f"{entry.name}.{'pt' if entry.kind == 'decoder' else 'json'}"
