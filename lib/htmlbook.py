@@ -23,6 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import nbformat
+
 from lib.bookmodel import ROOT, Book, Chapter, Paper, Section, load_book
 
 __all__ = [
@@ -248,6 +250,17 @@ def write_toc(book: Book, out_dir: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- assembling and building
 
 
+def _write_without_widget_state(source: Path, target: Path) -> None:
+    """Copy an executed notebook without its ipywidgets state.
+
+    With that state myst-nb would load the widget manager from a CDN, so the page would need the
+    network; widgets only work with a live kernel anyway, and every section draws a static figure.
+    """
+    notebook = nbformat.read(source, as_version=4)
+    notebook.metadata.pop("widgets", None)
+    nbformat.write(notebook, target)
+
+
 def _copy_notebooks(book: Book, out_dir: Path) -> None:
     """Copy each written section's executed notebook, running it first when missing or stale."""
     from lib import notebooks
@@ -259,7 +272,7 @@ def _copy_notebooks(book: Book, out_dir: Path) -> None:
             except notebooks.NotebookError as err:
                 raise HtmlBookError(str(err)) from None
             print(timing.line(), flush=True)
-            shutil.copyfile(notebooks.executed_path(section), out_dir / f"{section_docname(section, chapter)}.ipynb")
+            _write_without_widget_state(notebooks.executed_path(section), out_dir / f"{section_docname(section, chapter)}.ipynb")
 
 
 def _copy_exercises(book: Book, out_dir: Path) -> None:

@@ -214,7 +214,7 @@ def train(
     start = time.perf_counter()
     train_seconds, tokens = 0.0, 0
     model.train()
-    bar = tqdm(range(config.steps), desc="train", disable=not config.show_progress(), leave=False)
+    bar = tqdm(range(config.steps), desc="train", disable=not config.show_progress())
     for step in bar:
         step_start = time.perf_counter()
         x, y = next(batches)

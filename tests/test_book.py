@@ -99,12 +99,12 @@ def test_numbering_budget_and_exercise_ids(tmp_path, raw):
 def test_cli_validate_status_and_json():
     run = lambda *a: subprocess.run([sys.executable, "-m", "lib.book", *a], capture_output=True, text=True, cwd=ROOT)
     ok = run("validate")
-    assert ok.returncode == 0 and "book.yml is valid: 22 chapters, 121 sections" in ok.stdout
+    assert ok.returncode == 0 and "book.yml is valid: 22 chapters, 122 sections" in ok.stdout
     status = run("status")
-    assert "chapter 00 The method: 2 of 2 sections complete" in status.stdout
+    assert "chapter 00 The method: 3 of 3 sections complete" in status.stdout
     assert f"paper sections listed: {N_PAPERS} of {N_PAPERS}" in status.stdout
     rows = json.loads(run("status", "--json").stdout)
-    assert len(rows) == 121 and rows[0]["id"] == "00.1" and rows[0]["notebook"] is True
+    assert len(rows) == 122 and rows[0]["id"] == "00.1" and rows[0]["notebook"] is True
 
 
 def test_cli_toc_writes_the_contents_and_the_papers_index(tmp_path):

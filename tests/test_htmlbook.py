@@ -143,3 +143,10 @@ def test_chapter_pages_list_every_section(html: Path) -> None:
         page = (html / f"{htmlbook.chapter_docname(chapter)}.html").read_text(encoding="utf-8")
         listed = re.findall(r"<strong>(\d\d\.\d+)</strong>", page)
         assert listed == [s.id for s in chapter.sections], chapter.id
+
+
+@pytest.mark.slow
+def test_pages_load_no_script_from_the_network(html: Path) -> None:
+    """The book reads offline: MathJax is local and widget state (a CDN widget manager) is dropped."""
+    remote = [p.name for p in html.rglob("*.html") if re.search(r'<script[^>]+src="https?://', p.read_text(encoding="utf-8"))]
+    assert not remote, f"pages that load scripts from the network: {remote}"
