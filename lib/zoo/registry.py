@@ -75,6 +75,14 @@ class ZooEntry:
         return command
 
 
+def _ngram_entry(name: str, n: int, description: str) -> ZooEntry:
+    """The recipe of an n-gram count model on the pydoc text (no training steps, no learning rate)."""
+    return ZooEntry(
+        name=name, kind="ngram", config=dict(n=n, discount=0.75), corpus="pydoc", tokenizer="char",
+        steps=None, batch_size=None, seq_len=256, lr=None, seed=0, description=description,
+    )
+
+
 _TARGET = dict(d_model=128, n_layers=5, n_heads=4, max_seq_len=256)
 _DRAFT = dict(d_model=64, n_layers=1, n_heads=4, max_seq_len=256)
 
@@ -111,45 +119,9 @@ SPECS: dict[str, ZooEntry] = {
             seed=0,
             description="1-layer char decoder (d_model 64), the target's training budget: a cheap draft model",
         ),
-        ZooEntry(
-            name="char-ngram",
-            kind="ngram",
-            config=dict(n=5, discount=0.75),
-            corpus="pydoc",
-            tokenizer="char",
-            steps=None,
-            batch_size=None,
-            seq_len=256,
-            lr=None,
-            seed=0,
-            description="5-gram counts with interpolated absolute discounting: a draft with no network",
-        ),
-        ZooEntry(
-            name="char-bigram",
-            kind="ngram",
-            config=dict(n=2, discount=0.75),
-            corpus="pydoc",
-            tokenizer="char",
-            steps=None,
-            batch_size=None,
-            seq_len=256,
-            lr=None,
-            seed=0,
-            description="baseline: the previous character only",
-        ),
-        ZooEntry(
-            name="char-unigram",
-            kind="ngram",
-            config=dict(n=1, discount=0.75),
-            corpus="pydoc",
-            tokenizer="char",
-            steps=None,
-            batch_size=None,
-            seq_len=256,
-            lr=None,
-            seed=0,
-            description="baseline: character frequencies, no context",
-        ),
+        _ngram_entry("char-ngram", 5, "5-gram counts with interpolated absolute discounting: a draft with no network"),
+        _ngram_entry("char-bigram", 2, "baseline: the previous character only"),
+        _ngram_entry("char-unigram", 1, "baseline: character frequencies, no context"),
     ]
 }
 """The recipes, in the order ``python -m lib.zoo list`` shows them."""
