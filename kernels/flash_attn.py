@@ -18,9 +18,11 @@ Kernels (one program per tile of one (batch, head); grid axis 1 is B·H):
   recomputation of S but makes dQ deterministic (same bits on every run).
 
 Masks. Queries are the last Nq of Nk positions: query row i sits at position i + (Nk - Nq). Key j is
-visible to the query at position p when j ≤ p (``causal``) and, with a ``window`` w,
-p - w < j ≤ p or j < ``n_sink``. Tiles that lie wholly outside (above the diagonal, before the
-window and after the sinks) are never loaded: the loops start and stop at the visible range.
+visible to the query at position p when j ≤ p (``causal``) and, with a ``window`` w, when
+p - w < j < p + w (one-sided p - w < j ≤ p when causal), or j < ``n_sink``, or p < ``n_sink``: the
+sinks are global tokens that see and are seen by everything. Tiles that lie wholly outside (above
+the diagonal, outside the window and away from the sinks) are never loaded: the loops start and
+stop at the visible range.
 A row that sees no key gets O = 0 and L = -inf (the "-inf guard": the exponent shift is 0 while the
 running max is still -inf, so exp2 gives 0, not NaN).
 
@@ -64,9 +66,9 @@ MAX_HEAD_DIM = 128
 
 STABLE_BETA = 2.0
 """β of the 01.2 stable max: a tied positive row max m is replaced by the shift β·m (the authors' code uses 2)."""
-STABLE_TAU = 0.0
+STABLE_TAU = 1e-3
 """τ of the 01.2 stable max (natural-log score units): scores ≥ m - τ count as ties of the row max m.
-0 counts exact ties only, the case that makes P̃ = 1 exactly; check against the paper's code."""
+1e-3 as in the authors' code: near-ties also round P̃ to exactly 1 in bf16 (spacing 2^-8 below 1)."""
 
 LOG2E = 1.4426950408889634  # log2(e): exp(x) = exp2(x·log2 e)
 LN2 = 0.6931471805599453  # ln 2: log(x) = log2(x)·ln 2
@@ -80,14 +82,18 @@ LN2 = 0.6931471805599453  # ln 2: log(x) = log2(x)·ln 2
 @triton.jit
 def _visible(pos_m, offs_m, offs_n, Nq, Nk,
              CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, WINDOW: tl.constexpr, N_SINK: tl.constexpr):
-    """(BLOCK_M, BLOCK_N) bool: query row offs_m (at position pos_m) may attend to key offs_n."""
+    """(BLOCK_M, BLOCK_N) bool: query row offs_m (at position pos_m) may attend to key offs_n.
+
+    Causal: j ≤ p. Window w: p − w < j < p + w (with causal, p − w < j ≤ p), or j < N_SINK, or
+    p < N_SINK (the sinks are global tokens).
+    """
     p = pos_m[:, None]
     j = offs_n[None, :]
     ok = (offs_m[:, None] < Nq) & (j < Nk)
     if CAUSAL:
         ok = ok & (j <= p)
     if HAS_WINDOW:
-        ok = ok & (((j > p - WINDOW) & (j <= p)) | (j < N_SINK))
+        ok = ok & (((j > p - WINDOW) & (j < p + WINDOW)) | (j < N_SINK) | (p < N_SINK))
     return ok
 
 
@@ -112,16 +118,23 @@ def _scores(q, k, bias_base, stride_bm, stride_bn, pos_m, offs_m, offs_n, Nq, Nk
 def _query_key_range(m_start, Nk, q_offset, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, WINDOW: tl.constexpr,
                      N_SINK: tl.constexpr):
-    """Key tiles a query tile starting at row m_start must visit: sinks [0, sink_hi), then [lo, hi)."""
+    """Key tiles a query tile starting at row m_start must visit: sinks [0, sink_hi), then [lo, hi).
+
+    Causal: stop at the diagonal. Window: start at the tile of the first query's first key and,
+    two-sided, stop after the last query's last key; a tile holding a sink query visits every key.
+    """
     first_pos = m_start + q_offset
     last_pos = m_start + BLOCK_M - 1 + q_offset
     hi = Nk
-    if CAUSAL or HAS_WINDOW:
+    if CAUSAL:
         hi = tl.maximum(tl.minimum(Nk, last_pos + 1), 0)  # stop at the diagonal
     lo = 0
     sink_hi = 0
     if HAS_WINDOW:
-        lo = tl.maximum(first_pos - WINDOW + 1, 0) // BLOCK_N * BLOCK_N
+        global_query = first_pos < N_SINK  # a sink query sees every key
+        lo = tl.where(global_query, 0, tl.maximum(first_pos - WINDOW + 1, 0) // BLOCK_N * BLOCK_N)
+        if not CAUSAL:
+            hi = tl.where(global_query, Nk, tl.maximum(tl.minimum(Nk, last_pos + WINDOW), 0))
         sink_hi = tl.minimum((N_SINK + BLOCK_N - 1) // BLOCK_N * BLOCK_N, lo)
         sink_hi = tl.minimum(sink_hi, hi)
     return sink_hi, lo, hi
@@ -283,6 +296,55 @@ def _probabilities(s, lse_ptr, offs_m, Nq):
 
 
 @triton.jit
+def _dkdv_tiles(dk, dv, k, v, q_base, do_base, bias_base, lse_base, delta_base, start, stop,
+                stride_qm, stride_qd, stride_dom, stride_dod, stride_bm, stride_bn,
+                offs_n, offs_d, q_offset, Nq, Nk, D, qk_scale,
+                BLOCK_M: tl.constexpr, HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr,
+                HAS_WINDOW: tl.constexpr, WINDOW: tl.constexpr, N_SINK: tl.constexpr,
+                PRECISION: tl.constexpr):
+    """dV += Σ_i P_iᵀ dO_i and dK += Σ_i dS_iᵀ Q_i over query tiles [start, stop) (s applied by the caller)."""
+    for m_start in range(start, stop, BLOCK_M):
+        offs_m = m_start + tl.arange(0, BLOCK_M)
+        pos_m = offs_m + q_offset
+        q = _load_rows(q_base, offs_m, offs_d, stride_qm, stride_qd, Nq, D)
+        do = _load_rows(do_base, offs_m, offs_d, stride_dom, stride_dod, Nq, D)
+        s = _scores(q, k, bias_base, stride_bm, stride_bn, pos_m, offs_m, offs_n, Nq, Nk, qk_scale,
+                    HAS_BIAS, CAUSAL, HAS_WINDOW, WINDOW, N_SINK, PRECISION)
+        p = _probabilities(s, lse_base, offs_m, Nq)                                    # (BLOCK_M, BLOCK_N)
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        delta = tl.load(delta_base + offs_m, mask=offs_m < Nq, other=0.0)
+        ds = p * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _key_query_range(n_start, Nq, q_offset, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, WINDOW: tl.constexpr,
+                     N_SINK: tl.constexpr):
+    """Query tiles that see the key tile starting at n_start: global queries [0, sink_hi), then [lo, hi).
+
+    Causal: from the first query at or after the tile's first key. Window: up to the last query whose
+    window reaches the tile's last key and, two-sided, from the first query whose window reaches its
+    first key, plus the sink (global) queries; a tile holding a sink key is seen by every query.
+    """
+    lo = 0
+    hi = Nq
+    sink_hi = 0
+    if CAUSAL:
+        lo = tl.maximum(n_start - q_offset, 0) // BLOCK_M * BLOCK_M
+    if HAS_WINDOW:
+        sink_key = n_start < N_SINK
+        hi = tl.where(sink_key, Nq, tl.maximum(tl.minimum(Nq, n_start + BLOCK_N - 1 + WINDOW - q_offset), 0))
+        if not CAUSAL:
+            lo = tl.where(sink_key, 0, tl.maximum(n_start - WINDOW + 1 - q_offset, 0) // BLOCK_M * BLOCK_M)
+            n_global = tl.maximum(N_SINK - q_offset, 0)  # rows of the sink queries
+            sink_hi = tl.minimum((n_global + BLOCK_M - 1) // BLOCK_M * BLOCK_M, lo)
+    return sink_hi, lo, hi
+
+
+@triton.jit
 def _bwd_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
     stride_qb, stride_qh, stride_qm, stride_qd,
@@ -300,7 +362,7 @@ def _bwd_dkdv_kernel(
     """dK_j = s·Σ_i dS_ijᵀ Q_i and dV_j = Σ_i P_ijᵀ dO_i for one key tile j, over the query tiles i that see it.
 
     P = exp(S - L), dP = dO Vᵀ, dS = P ∘ (dP - D). Query tiles wholly before the diagonal (causal) or
-    wholly past the window (unless the tile holds sinks) are skipped.
+    wholly outside the window (unless the key tile holds sinks or the query tile global queries) are skipped.
     """
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -318,29 +380,18 @@ def _bwd_dkdv_kernel(
     lse_base = lse_ptr + pid_bh.to(tl.int64) * Nq
     delta_base = delta_ptr + pid_bh.to(tl.int64) * Nq
 
-    lo = 0
-    hi = Nq
-    if CAUSAL or HAS_WINDOW:  # first query whose position reaches the tile's first key
-        lo = tl.maximum(n_start - q_offset, 0) // BLOCK_M * BLOCK_M
-    if HAS_WINDOW:
-        if n_start >= N_SINK:  # last query whose window still reaches the tile's last key
-            hi = tl.maximum(tl.minimum(Nq, n_start + BLOCK_N - 1 + WINDOW - q_offset), 0)
-
     dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
-    for m_start in range(lo, hi, BLOCK_M):
-        offs_m = m_start + tl.arange(0, BLOCK_M)
-        pos_m = offs_m + q_offset
-        q = _load_rows(q_base, offs_m, offs_d, stride_qm, stride_qd, Nq, D)
-        do = _load_rows(do_base, offs_m, offs_d, stride_dom, stride_dod, Nq, D)
-        s = _scores(q, k, bias_base, stride_bm, stride_bn, pos_m, offs_m, offs_n, Nq, Nk, qk_scale,
-                    HAS_BIAS, CAUSAL, HAS_WINDOW, WINDOW, N_SINK, PRECISION)
-        p = _probabilities(s, lse_base, offs_m, Nq)                                    # (BLOCK_M, BLOCK_N)
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        delta = tl.load(delta_base + offs_m, mask=offs_m < Nq, other=0.0)
-        ds = p * (dp - delta[:, None])
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
+    sink_hi, lo, hi = _key_query_range(n_start, Nq, q_offset, BLOCK_M, BLOCK_N, CAUSAL, HAS_WINDOW, WINDOW, N_SINK)
+    if HAS_WINDOW:  # the global query tiles before the window (empty when causal or when the window reaches them)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, bias_base, lse_base, delta_base, 0, sink_hi,
+                             stride_qm, stride_qd, stride_dom, stride_dod, stride_bm, stride_bn,
+                             offs_n, offs_d, q_offset, Nq, Nk, D, qk_scale,
+                             BLOCK_M, HAS_BIAS, CAUSAL, HAS_WINDOW, WINDOW, N_SINK, PRECISION)
+    dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, bias_base, lse_base, delta_base, lo, hi,
+                         stride_qm, stride_qd, stride_dom, stride_dod, stride_bm, stride_bn,
+                         offs_n, offs_d, q_offset, Nq, Nk, D, qk_scale,
+                         BLOCK_M, HAS_BIAS, CAUSAL, HAS_WINDOW, WINDOW, N_SINK, PRECISION)
     dk = dk * scale
     mask = (offs_n[:, None] < Nk) & (offs_d[None, :] < D)
     tl.store(dk_ptr + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
@@ -498,8 +549,9 @@ def flash_attn_forward(
 
     q: (B, H, Nq, d), k, v: (B, H, Nk, d), d ≤ 128, fp16/bf16/fp32 (math in fp32), any strides.
     Queries are the last Nq of the Nk positions. bias: broadcastable to (B, H, Nq, Nk), additive.
-    window w (with n_sink sinks): key j visible to position p iff p - w < j ≤ p or j < n_sink
-    (and j ≤ p when causal). ``stable_max``: the 01.2 shift (see :data:`STABLE_BETA`, :data:`STABLE_TAU`).
+    window w (with n_sink sinks): key j visible to position p iff |p - j| < w, or j < n_sink, or
+    p < n_sink (global tokens); causal adds j ≤ p. ``stable_max``: the 01.2 shift (see
+    :data:`STABLE_BETA`, :data:`STABLE_TAU`).
     Returns o (B, H, Nq, d) in q's dtype (``out`` if given) and
     lse (B, H, Nq) float32; a row that sees no key gets o = 0, lse = -inf.
     """

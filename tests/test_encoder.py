@@ -184,3 +184,38 @@ def test_checkpoint_keys_and_shapes_are_checked() -> None:
     wrong = {**checkpoint, "encoder.layer.0.attention.self.key.weight": torch.zeros(384, 380)}
     with pytest.raises(ValueError, match=r"key.weight'\]: expected shape \(384, 384\) for layers.0.attention.qkv"):
         state_dict_from_checkpoint(model, wrong)
+
+
+def test_swapped_attention_replaces_sdpa_in_chosen_layers_and_restores(minilm: MiniLM) -> None:
+    batch = minilm.tokenize(["Attention can be swapped per layer.", "A second, longer sentence pads the first."])
+    encoder = minilm.encoder
+    default = encoder(batch.input_ids, batch.attention_mask).hidden_states
+    calls = []
+
+    def same_as_sdpa(q, k, v, bias):
+        calls.append(q.shape)
+        return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5 + bias, dim=-1) @ v
+
+    with encoder.swapped_attention(same_as_sdpa, layers=[1, 4]):
+        swapped = encoder(batch.input_ids, batch.attention_mask).hidden_states
+        with pytest.raises(ValueError, match="output_attentions: the attention maps"):
+            encoder(batch.input_ids, batch.attention_mask, output_attentions=True)
+    assert len(calls) == 2 and all(layer.attention.attend is None for layer in encoder.layers)
+    for i, (a, b) in enumerate(zip(swapped, default)):
+        lib.agree(f"layer {i}", a, b, atol=1e-5, rtol=1e-4, reason="softmax attention written out vs SDPA, fp32",
+                  quiet=True)
+    with encoder.swapped_attention(lambda q, k, v, bias: torch.zeros_like(q), layers=[0]):
+        zeroed = encoder(batch.input_ids, batch.attention_mask).hidden_states
+    restored = encoder(batch.input_ids, batch.attention_mask).hidden_states[-1]
+    assert not torch.allclose(zeroed[1], default[1]) and torch.equal(restored, default[-1])
+
+
+@pytest.mark.parametrize(
+    "attend, layers, error, message",
+    [("sdpa", None, TypeError, "attend: expected a function"), (lambda *a: a[0], [6], ValueError, "layers: expected"),
+     (lambda *a: a[0], [True], ValueError, "layers: expected")],
+)
+def test_swapped_attention_bad_arguments(minilm: MiniLM, attend, layers, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        with minilm.encoder.swapped_attention(attend, layers):
+            pass

@@ -130,21 +130,42 @@ def test_gradcheck(n, hooks):
     assert torch.autograd.gradcheck(fn, inputs, fast_mode=with_bias)
 
 
+def test_gradcheck_two_sided_window():
+    # N = 17 with blocks of 8 and 16: a global-query tile, window tiles on both sides, a tail tile.
+    q, k, v = (t.double().requires_grad_() for t in _qkv((1, 2, 17, 4), 17))
+    fn = lambda q, k, v: flash_attention(q, k, v, window=5, n_sink=2, block_m=8, block_n=16)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k, v))
+
+
 # ----------------------------------------------------------------------------- hooks
 
 
-def test_bias_and_window_match_reference():
+@pytest.mark.parametrize("causal", [True, False], ids=["causal-window", "two-sided-window"])
+def test_bias_and_window_match_reference(causal):
     q, k, v = _qkv((2, 2, 40, 16), 40)
     bias = torch.randn(1, 2, 40, 40)
-    o = flash_attention(q, k, v, bias=bias, window=7, n_sink=3, block_m=16, block_n=8)
-    o_ref, _ = attention_ref(*(numpy64(t) for t in (q, k, v)), bias=numpy64(bias), window=7, n_sink=3)
+    o = flash_attention(q, k, v, causal=causal, bias=bias, window=7, n_sink=3, block_m=16, block_n=8)
+    o_ref, _ = attention_ref(*(numpy64(t) for t in (q, k, v)), causal=causal, bias=numpy64(bias), window=7, n_sink=3)
     lib.agree("o with bias, window, sinks", o, o_ref, atol=1e-5, rtol=1e-4, reason=EXACT_FP32, quiet=True)
+
+
+def test_visible_rule_of_the_two_window_kinds():
+    """Causal window: i − w < j ≤ i; two-sided: |i − j| < w; sink positions are global tokens."""
+    from lib.attention.reference import visible
+
+    pos = np.arange(6)
+    causal = visible(pos[:, None], pos[None, :], True, 2, 1).astype(int)
+    two_sided = visible(pos[:, None], pos[None, :], False, 2, 1).astype(int)
+    assert causal.tolist() == [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
+                               [1, 0, 1, 1, 0, 0], [1, 0, 0, 1, 1, 0], [1, 0, 0, 0, 1, 1]]
+    assert two_sided.tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0],
+                                  [1, 0, 1, 1, 1, 0], [1, 0, 0, 1, 1, 1], [1, 0, 0, 0, 1, 1]]
 
 
 def test_fully_masked_rows_give_zero_not_nan():
     # window 0 without sinks masks every key of every row; a −inf bias row masks one row of full attention.
     q, k, v = (t.requires_grad_() for t in _qkv((1, 2, 20, 8), 20))
-    o, lse = flash_attention_with_lse(q, k, v, window=0, block_m=8, block_n=8)
+    o, lse = flash_attention_with_lse(q, k, v, causal=True, window=0, block_m=8, block_n=8)
     o.sum().backward()
     assert torch.equal(o, torch.zeros_like(o)) and torch.isneginf(lse).all()
     assert all(torch.equal(t.grad, torch.zeros_like(t)) for t in (q, k, v))
@@ -209,7 +230,8 @@ def test_causal_visits_about_half_the_tiles():
 
 
 @pytest.mark.parametrize(
-    "hooks", [dict(causal=True), dict(window=20, n_sink=4), dict()], ids=["causal", "window", "full"]
+    "hooks", [dict(causal=True), dict(causal=True, window=20, n_sink=4), dict(window=20, n_sink=4), dict()],
+    ids=["causal", "causal-window", "two-sided-window", "full"],
 )
 def test_forward_computes_exactly_the_counted_tiles(hooks, monkeypatch):
     calls = []
@@ -218,7 +240,16 @@ def test_forward_computes_exactly_the_counted_tiles(hooks, monkeypatch):
     q, k, v = _qkv((1, 1, 100, 8), 100)
     flash_attention(q, k, v, block_m=16, block_n=16, **hooks)
     assert len(calls) == tiles_visited(100, 100, 16, 16, **hooks)
-    assert hooks.get("window") is None or len(calls) < tiles_visited(100, 100, 16, 16, causal=True)
+    causal_total = tiles_visited(100, 100, 16, 16, causal=True)
+    assert hooks.get("window") is None or len(calls) < (causal_total if hooks.get("causal") else 7 * 7)
+
+
+def test_two_sided_window_tile_count():
+    """N = 256, tiles of 16, w = 32, one global token: query tile 0 (it holds the sink query) visits all
+    16 key tiles; every other tile r visits key tiles r−2 … r+2 that exist, plus the sink tile 0."""
+    band = [set(range(max(r - 2, 0), min(r + 3, 16))) for r in range(16)]
+    assert tiles_visited(256, 256, 16, 16, window=32, n_sink=1) == 16 + sum(len({0} | b) for b in band[1:])
+    assert tiles_visited(256, 256, 16, 16, window=32) == sum(len(b) for b in band)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -34,8 +34,8 @@ def visible_mask(nq: int, nk: int, causal: bool, window: int | None, n_sink: int
     ok = torch.ones(nq, nk, dtype=torch.bool)
     if causal:
         ok &= j <= pos
-    if window is not None:
-        ok &= ((j > pos - window) & (j <= pos)) | (j < n_sink)
+    if window is not None:  # causal: one-sided; otherwise |i − j| < w. Sinks see and are seen by all.
+        ok &= ((j > pos - window) & (j < pos + window)) | (j < n_sink) | (pos < n_sink)
     return ok
 
 
@@ -96,7 +96,7 @@ def test_forward_bias_full_and_broadcast():
     check_forward(q, k, v, causal=False, bias=shared, name="flash bias (1,H,Nq,Nk)")
 
 
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("causal", [False, True], ids=["two-sided", "causal"])
 def test_forward_window_and_sinks(causal):
     check_forward(*inputs(1, 2, 70, 70, 32), causal=causal, window=20, n_sink=3, name="flash window+sinks")
 
@@ -124,8 +124,11 @@ def reference_grads(q, k, v, do, *, causal, scale, bias=None, window=None, n_sin
         (True, 70, 70, 64, None, 0, False),
         (True, 37, 45, 32, None, 0, True),
         (True, 70, 70, 32, 20, 3, False),
+        (False, 70, 70, 32, 20, 3, False),
+        (False, 37, 45, 40, 9, 10, True),
     ],
-    ids=["full-d40", "causal-70", "causal-rect-bias", "window-sinks"],
+    ids=["full-d40", "causal-70", "causal-rect-bias", "window-sinks", "two-sided-window-sinks",
+         "two-sided-rect-global-rows-bias"],
 )
 def test_backward_matches_autograd_float64(causal, nq, nk, d, window, n_sink, with_bias):
     q, k, v = inputs(1, 2, nq, nk, d)
@@ -222,6 +225,9 @@ def test_numpy_sanity_of_visible_mask():
     ok = visible_mask(4, 6, True, 2, 1).numpy()
     expected = np.array([[1, 1, 1, 0, 0, 0], [1, 0, 1, 1, 0, 0], [1, 0, 0, 1, 1, 0], [1, 0, 0, 0, 1, 1]], bool)
     assert (ok == expected).all()
+    two_sided = visible_mask(4, 6, False, 2, 1).numpy()
+    expected = np.array([[1, 1, 1, 1, 0, 0], [1, 0, 1, 1, 1, 0], [1, 0, 0, 1, 1, 1], [1, 0, 0, 0, 1, 1]], bool)
+    assert (two_sided == expected).all()
 
 
 @pytest.mark.skipif(not interpreting(), reason="relies on the interpreter's 16-wide tiles; GPU tiles are autotuned")
@@ -237,7 +243,24 @@ def test_forward_skips_tiles_outside_window():
     agree("flash window skips the tile", o[:, :, 64:], o_ref[:, :, 64:].numpy(), atol=1e-5, rtol=1e-4, reason=FP32)
 
 
-@pytest.mark.parametrize("causal,window", [(False, None), (True, None), (True, 9)])
+@pytest.mark.skipif(not interpreting(), reason="relies on the interpreter's 16-wide tiles; GPU tiles are autotuned")
+@pytest.mark.parametrize("keys, rows", [((64, 80), (16, 32)), ((16, 32), (64, 80))], ids=["after", "before"])
+def test_forward_two_sided_window_skips_tiles(keys, rows):
+    """Two-sided window 20 with 3 global tokens, N = 100: the key tile ``keys`` lies outside the window
+    of the query tile ``rows`` (after it, or before it and after the sinks). NaN values there would
+    poison those rows if the kernel loaded the tile."""
+    q, k, v = inputs(1, 1, 100, 100, 16)
+    poisoned = v.clone()
+    poisoned[:, :, slice(*keys)] = float("nan")
+    o, _ = flash_attn_forward(q, k, poisoned, causal=False, scale=0.25, window=20, n_sink=3, out=nan_like(q))
+    ref = [torch.from_numpy(numpy64(t)) for t in (q, k, v)]
+    o_ref, _ = naive_attention(*ref, causal=False, scale=0.25, window=20, n_sink=3)
+    part = slice(*rows)
+    agree("flash two-sided window skips the tile", o[:, :, part], o_ref[:, :, part].numpy(), atol=1e-5, rtol=1e-4,
+          reason=FP32)
+
+
+@pytest.mark.parametrize("causal,window", [(False, None), (True, None), (True, 9), (False, 9)])
 def test_lib_flash_attention_kernel_route_matches_its_torch_path(monkeypatch, causal, window):
     """lib.attention.flash_attention sends tensors to these launchers (forward and backward) and gets
     what its own PyTorch path computes; on the CPU the dispatch rule is patched to take that route."""

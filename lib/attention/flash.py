@@ -10,9 +10,10 @@ logsumexp L. The backward pass recomputes P = exp(S − L) tile by tile: no N×N
 batched over the leading dims (B, H).
 
 Hooks: an additive ``bias`` (broadcastable to (B, H, Nq, Nk); learnable on this path), a sliding
-``window`` with ``n_sink`` always-visible keys (tiles outside are skipped), and ``stable_max``
+``window`` (causal, or two-sided when not causal) with ``n_sink`` global tokens that see and are
+seen by every position (tiles outside are skipped), and ``stable_max``
 (section 01.2, arXiv 2510.04212): on a tile row whose maximum m is tied (at least two entries
-≥ m − τ, with τ = :data:`STABLE_TAU` = 0, i.e. exact ties) the shift is β·m (β = :data:`STABLE_BETA`
+≥ m − τ, with τ = :data:`STABLE_TAU` = 1e-3, as in the authors' code) the shift is β·m (β = :data:`STABLE_BETA`
 = 2) when m > 0 and 0 when m < 0, so no tied entry gives exp(0) = 1; the running shift is
 max(tile shift, previous shift). Softmax is invariant to the shift, so the result is exact either way.
 
@@ -35,8 +36,8 @@ __all__ = ["STABLE_BETA", "STABLE_TAU", "flash_attention", "flash_attention_with
 
 STABLE_BETA = 2.0
 """Stable-max multiplier β for a tied positive tile maximum (the paper's code uses 2)."""
-STABLE_TAU = 0.0
-"""Stable-max tie tolerance τ: entries ≥ m − τ count as tied with the tile maximum m (0: exact ties)."""
+STABLE_TAU = 1e-3
+"""Stable-max tie tolerance τ: entries ≥ m − τ count as tied with the tile maximum m (the authors' code uses 1e-3)."""
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -61,22 +62,25 @@ def _tile_needed(r0: int, r1: int, c0: int, c1: int, n_q: int, n_k: int,
                  causal: bool, window: int | None, n_sink: int) -> bool:
     """Whether the tile of query rows [r0, r1) × keys [c0, c1) holds any visible entry.
 
-    Queries sit at absolute positions n_k − n_q + r. Causal (or windowed): the tile's first key must
-    not lie after its last query. Windowed: its last key must be inside the first query's window,
-    or the tile must hold a sink key.
+    Queries sit at absolute positions n_k − n_q + r. Causal: the tile's first key must not lie after
+    its last query. Windowed (the rule of :func:`~lib.attention.reference.visible`): the tile must
+    hold a sink key, or (two-sided) a sink query, or a key within the window of one of its queries.
     """
     first_q, last_q = n_k - n_q + r0, n_k - n_q + r1 - 1
-    if (causal or window is not None) and c0 > last_q:
+    if causal and c0 > last_q:
         return False
-    return window is None or c1 - 1 > first_q - window or c0 < n_sink
+    if window is None or c0 < n_sink or (not causal and first_q < n_sink):
+        return True
+    return c1 - 1 > first_q - window and c0 < last_q + window
 
 
 def tiles_visited(n_q: int, n_k: int, block_m: int, block_n: int, causal: bool = False,
                   window: int | None = None, n_sink: int = 0) -> int:
     """How many (query tile, key tile) pairs the forward pass computes; the rest are skipped.
 
-    Full attention visits ⌈Nq/B_r⌉·⌈Nk/B_c⌉ tiles; causal with B_r = B_c about half of them; a window
-    w about (w/B_c + 1) per query tile plus the sink tiles.
+    Full attention visits ⌈Nq/B_r⌉·⌈Nk/B_c⌉ tiles; causal with B_r = B_c about half of them; a causal
+    window w about (w/B_c + 1) per query tile plus the sink tiles, a two-sided one about twice that,
+    plus every key tile for the query tiles that hold a sink query.
     """
     return sum(
         _tile_needed(r0, min(r0 + block_m, n_q), c0, min(c0 + block_n, n_k), n_q, n_k,
@@ -93,13 +97,20 @@ def _tile_scores(q_i: torch.Tensor, k_j: torch.Tensor, bias: torch.Tensor | None
     s_ij = spec.scale * (q_i @ k_j.transpose(-1, -2))
     if bias is not None:
         s_ij = s_ij + bias[..., r0:r1, c0:c1].to(s_ij.dtype)
-    if spec.causal or spec.window is not None:
+    if not _tile_unmasked(n_k - n_q + r0, c1, spec):                  # only boundary tiles pay for masking
         q_pos = torch.arange(n_k - n_q + r0, n_k - n_q + r1, device=q_i.device)[:, None]
         k_pos = torch.arange(c0, c1, device=q_i.device)[None, :]
-        keep = visible(q_pos, k_pos, spec.causal, spec.window, spec.n_sink)
-        if not bool(keep.all()):                                      # only boundary tiles pay for masking
-            s_ij = s_ij.masked_fill(~keep, float("-inf"))
+        s_ij = s_ij.masked_fill(~visible(q_pos, k_pos, spec.causal, spec.window, spec.n_sink), float("-inf"))
     return s_ij
+
+
+def _tile_unmasked(first_q: int, c1: int, spec: _Spec) -> bool:
+    """Whether a visited tile needs no mask, decided from positions alone: no mask at all, or causal
+    without a window with the tile's last key c1 − 1 at or before its first query (below the diagonal).
+    Window tiles are masked whenever visited (the band's edges cut most of them)."""
+    if spec.window is not None:
+        return False
+    return not spec.causal or c1 - 1 <= first_q
 
 
 def _key_starts(r0: int, r1: int, n_q: int, n_k: int, spec: _Spec) -> list[int]:
@@ -301,7 +312,7 @@ def _check_inputs(q, k, v, bias, causal, window, n_sink, block_m, block_n) -> No
         raise ValueError(f"v: expected {k.shape[-2]} positions (those of k), got shape {tuple(v.shape)}")
     if (causal or window is not None) and q.shape[-2] > k.shape[-2]:
         raise ValueError(
-            f"q: expected at most as many queries as keys ({k.shape[-2]}) when causal, got {q.shape[-2]}"
+            f"q: expected at most as many queries as keys ({k.shape[-2]}) when causal or windowed, got {q.shape[-2]}"
         )
     if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 0):
         raise ValueError(f"window: expected None or a non-negative int, got {window!r}")
@@ -340,9 +351,11 @@ def flash_attention_with_lse(
 
         S = s·QKᵀ + bias (−inf where masked),  O = softmax(S) V,  lse = log Σ_j exp S_ij,  s = 1/√d.
 
-    ``causal``: the Nq queries are the last Nq of Nk positions and see keys j ≤ i. ``window``
-    (implies causal): key j is visible iff i − window < j ≤ i, or j < ``n_sink``. A fully masked row
-    gives o = 0, lse = −inf and zero gradients. ``stable_max``: the shift of section 01.2 (same result).
+    ``causal``: the Nq queries are the last Nq of Nk positions and see keys j ≤ i. ``window`` w: key j
+    is visible iff i − w < j ≤ i (causal) or |i − j| < w (not causal), or j < ``n_sink``; the sink
+    positions are global tokens, so a sink query i < ``n_sink`` sees every key (only j ≤ i when
+    causal). Key tiles outside the window are skipped. A fully masked row gives o = 0, lse = −inf and
+    zero gradients. ``stable_max``: the shift of section 01.2 (same result).
     """
     _check_inputs(q, k, v, bias, causal, window, n_sink, block_m, block_n)
     spec = _Spec(

@@ -24,12 +24,16 @@ def visible(q_pos, k_pos, causal: bool, window: int | None, n_sink: int):
     """Which keys each query may attend to, for NumPy arrays or torch tensors alike.
 
     q_pos: (m, 1) absolute query positions, k_pos: (1, n) key positions  →  (m, n) bool.
-    Causal: j ≤ i. A window implies causality: key j is visible iff i − window < j ≤ i, or
-    j < n_sink (sink keys, still subject to j ≤ i). With neither, every key is visible.
+    Causal: j ≤ i. A ``window`` w keeps the keys near the query: i − w < j ≤ i when causal, the
+    two-sided band |i − j| < w otherwise. The first ``n_sink`` positions are *global tokens*: every
+    query sees a sink key j < n_sink, and a sink query i < n_sink sees every key (still subject to
+    j ≤ i when causal, where that adds nothing). Without a window every key is visible (j ≤ i if causal).
     """
+    ok = (k_pos <= q_pos) if causal else (k_pos >= 0) & (q_pos >= 0)
     if window is None:
-        return (k_pos <= q_pos) if causal else (k_pos >= 0) & (q_pos >= 0)
-    return (k_pos <= q_pos) & ((k_pos > q_pos - window) | (k_pos < n_sink))
+        return ok
+    near = (k_pos > q_pos - window) & (k_pos < q_pos + window)
+    return ok & (near | (k_pos < n_sink) | (q_pos < n_sink))
 
 
 def _positions(n_q: int, n_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +77,8 @@ def attention_ref(q, k, v, causal: bool = False, bias=None, window: int | None =
 
         S = s·QKᵀ + bias (−inf where masked),  O = softmax(S) V,  lse = log Σ_j exp S_ij,
 
-    s = 1/√d unless ``scale`` is given. A fully masked row gives o = 0 and lse = −inf.
+    s = 1/√d unless ``scale`` is given. ``causal``, ``window`` and ``n_sink`` mask as :func:`visible`
+    says. A fully masked row gives o = 0 and lse = −inf.
     """
     q, k, v, bias = _f64(q, k, v, bias)
     p, lse = _probabilities(q, k, causal, bias, window, n_sink, scale)

@@ -23,6 +23,10 @@ Two routes through attention, one result:
   three steps and never stores the (B, H, T, T) matrix; Q, K and V come from one fused projection
   ``h [W_q W_k W_v]``, one matrix multiply instead of three.
 
+A section that studies another attention (a sliding window, a sparse kernel) swaps it in for SDPA
+with :meth:`BertEncoder.swapped_attention`, for every layer or some of them, and gets the default
+back when the ``with`` block ends.
+
 Weights load from a Hugging Face–format checkpoint (``config.json`` + ``model.safetensors``) by an
 explicit name map (:func:`checkpoint_sources`) that is checked key by key and shape by shape.
 """
@@ -31,7 +35,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,7 @@ from lib.validation import check_dtype, check_ndim, check_same_shape, check_tens
 
 __all__ = [
     "IGNORED_CHECKPOINT_KEYS",
+    "AttentionFn",
     "BertConfig",
     "BertEncoder",
     "BertOutput",
@@ -150,11 +156,19 @@ def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
 
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""attend(q, k, v, bias) → heads: Q, K, V (B, H, T, d), padding bias (B, 1, 1, T) → (B, H, T, d)."""
+
+
 class SelfAttention(nn.Module):
-    """MHA(h) = concat_h(softmax(Q_h K_hᵀ / √d + M) V_h) W_o, with Q, K, V from one fused projection."""
+    """MHA(h) = concat_h(softmax(Q_h K_hᵀ / √d + M) V_h) W_o, with Q, K, V from one fused projection.
+
+    ``attend`` (default ``None``: SDPA) replaces the fused attention on the fast route.
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
+        self.attend: AttentionFn | None = None
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # rows: [W_q; W_k; W_v]
         self.out = nn.Linear(config.hidden_size, config.hidden_size)      # W_o
@@ -170,7 +184,13 @@ class SelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """h (B, T, D), bias (B, 1, 1, T) → MHA(h) (B, T, D) and A (B, H, T, T) if ``need_weights``."""
         q, k, v = self.split_heads(h)
-        if need_weights:
+        if need_weights and self.attend is not None:
+            raise ValueError("output_attentions: the attention maps are those of dense softmax attention, "
+                             "not of the swapped-in attention; ask for them outside swapped_attention")
+        if self.attend is not None:
+            heads = self.attend(q, k, v, bias)
+            weights = None
+        elif need_weights:
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias  # (B, H, T, T)
             weights = torch.softmax(scores, dim=-1)
             heads = weights @ v                                                  # (B, H, T, d)
@@ -215,6 +235,25 @@ class BertEncoder(nn.Module):
         self.config = config
         self.embeddings = TokenEmbeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
+
+    @contextmanager
+    def swapped_attention(self, attend: AttentionFn, layers: Iterable[int] | None = None) -> Iterator[None]:
+        """Inside the ``with`` block, ``layers`` (default: all) compute heads = attend(q, k, v, bias) in
+        place of SDPA (Q, K, V: (B, H, T, d), bias: (B, 1, 1, T) padding mask); restored on exit."""
+        if not callable(attend):
+            raise TypeError(f"attend: expected a function (q, k, v, bias) -> heads, got {type(attend).__name__}")
+        chosen = list(range(self.config.num_layers) if layers is None else layers)
+        for i in chosen:
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.config.num_layers:
+                raise ValueError(f"layers: expected layer indices in [0, {self.config.num_layers}), got {i!r}")
+        previous = [self.layers[i].attention.attend for i in chosen]
+        for i in chosen:
+            self.layers[i].attention.attend = attend
+        try:
+            yield
+        finally:
+            for i, fn in zip(chosen, previous):
+                self.layers[i].attention.attend = fn
 
     def check_inputs(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> None:
         """Raise a one-line error naming the argument when the inputs cannot be encoded."""
