@@ -36,7 +36,7 @@ __all__ = ["BenchTable", "Timing", "compare", "register", "run_registered", "mac
 
 CSV_FIELDS = (
     "op", "provider", "shape", "dtype", "median_ms", "p20_ms", "p80_ms",
-    "speedup_vs_reference", "speedup_vs_best", "gbps", "tflops", "device", "versions",
+    "speedup_vs_reference", "speedup_vs_best", "gbps", "tflops", "pct_of_peak", "device", "versions",
 )
 
 
@@ -107,6 +107,7 @@ class BenchTable:
     bytes_moved: int | None = None
     flops: int | None = None
     machine: str = field(default="")
+    peak_tflops: float | None = None
 
     def timing(self, provider: str) -> Timing:
         for t in self.timings:
@@ -130,6 +131,8 @@ class BenchTable:
                 "speedup_vs_best": f"{self.speedup(t.provider, self.best):.3g}" if self.best else "",
                 "gbps": f"{self.bytes_moved / seconds / 1e9:.4g}" if self.bytes_moved else "",
                 "tflops": f"{self.flops / seconds / 1e12:.4g}" if self.flops else "",
+                "pct_of_peak": (f"{100 * self.flops / seconds / 1e12 / self.peak_tflops:.3g}"
+                                if self.flops and self.peak_tflops else ""),
                 "device": self.machine, "versions": versions(),
             })
         return out
@@ -139,11 +142,15 @@ class BenchTable:
         cols = ["provider", "median ms", "p20–p80 ms", f"× {self.reference}"] + ([f"× {self.best}"] if self.best else [])
         if self.bytes_moved:
             cols.append("GB/s")
+        if self.flops:
+            cols += ["TFLOP/s"] + (["% peak"] if self.peak_tflops else [])
         lines = [head, "  ".join(f"{c:>14}" for c in cols)]
         for row, t in zip(self.rows(), self.timings):
             cells = [t.provider, f"{t.median_ms:.4g}", f"{t.p20_ms:.3g}–{t.p80_ms:.3g}", row["speedup_vs_reference"]]
             cells += [row["speedup_vs_best"]] if self.best else []
             cells += [row["gbps"]] if self.bytes_moved else []
+            cells += [row["tflops"]] if self.flops else []
+            cells += [row["pct_of_peak"]] if self.flops and self.peak_tflops else []
             lines.append("  ".join(f"{c:>14}" for c in cells))
         return "\n".join(lines)
 
@@ -173,12 +180,14 @@ def compare(
     device: str | None = None,
     bytes_moved: int | None = None,
     flops: int | None = None,
+    peak_tflops: float | None = None,
     min_run_time: float = 0.2,
 ) -> BenchTable:
     """Time each zero-argument callable in ``providers`` on this machine, one after another.
 
     ``reference`` and ``best`` name providers to divide by. ``bytes_moved``/``flops`` (per call)
-    add GB/s and TFLOP/s columns. On CUDA each callable must launch its own work; do_bench syncs.
+    add GB/s and TFLOP/s columns; ``peak_tflops`` (the device's peak for this dtype) a % of peak
+    column. On CUDA each callable must launch its own work; do_bench syncs.
     """
     if not providers:
         raise ValueError("providers: expected at least one name → zero-argument callable")
@@ -195,7 +204,8 @@ def compare(
     for name, fn in providers.items():
         median, p20, p80 = _time_cuda(fn) if device == "cuda" else _time_cpu(fn, min_run_time)
         timings.append(Timing(name, median, p20, p80))
-    return BenchTable(op, shape, dtype, device, reference, best, timings, bytes_moved, flops, machine(device))
+    return BenchTable(op, shape, dtype, device, reference, best, timings, bytes_moved, flops, machine(device),
+                      peak_tflops)
 
 
 BenchFn = Callable[[str], list[BenchTable]]
