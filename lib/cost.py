@@ -51,9 +51,12 @@ H200_HBM_BANDWIDTH = 4.8e12  # bytes/s, HBM3e
 BF16_BYTES = 2  # the default element size below: weights and cache held in bf16
 
 
-def _check_config(config: Any) -> None:
+def _check_config(config: Any, *, attention_only: bool = True) -> None:
     if not isinstance(config, DecoderConfig):
         raise TypeError(f"config: expected a DecoderConfig, got {type(config).__name__}")
+    if attention_only and config.mixer != "attention":
+        raise ValueError(f"config: expected an attention decoder (mixer='attention'); this cost model does not "
+                         f"cover mixer={config.mixer!r} (section 01.6)")
 
 
 def _check_count(name: str, value: Any) -> None:
@@ -69,17 +72,19 @@ def parameter_count(config: DecoderConfig) -> int:
 
         V·d                               token embedding (also the LM head when tied)
         + T_max·d                         learned positions only
-        + n_layers · (4d² + m·d·ff + 2n)  attention W_qkv and W_o, MLP (m = 2 GELU, 3 SwiGLU), two norms
+        + n_layers · (4d² + m·d·ff + 2n)  attention W_qkv and W_o, MLP (m = 3 SwiGLU, else 2), two norms
         + n                               final norm (pre-norm only)
         + V·d                             untied LM head only
 
-    where a norm holds n = 2d parameters (LayerNorm: γ, β) or n = d (RMSNorm: γ).
+    where a norm holds n = 2d parameters (LayerNorm: γ, β) or n = d (RMSNorm: γ). The causal
+    activation of section 01.6 has no parameters: ``mixer="causal_act"`` drops the 4d² term.
     """
-    _check_config(config)
+    _check_config(config, attention_only=False)
     d, ff = config.d_model, config.ffn_dim
     norm = 2 * d if config.norm == "layernorm" else d
     mlp_matrices = 3 if config.mlp == "swiglu" else 2
-    layer = 4 * d * d + mlp_matrices * d * ff + 2 * norm
+    attention = 4 * d * d if config.mixer == "attention" else 0
+    layer = attention + mlp_matrices * d * ff + 2 * norm
     total = config.vocab_size * d + config.n_layers * layer
     total += config.max_seq_len * d if config.positions == "learned" else 0
     total += norm if config.prenorm else 0

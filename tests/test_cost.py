@@ -108,3 +108,16 @@ def test_bad_input():
         cost.roofline(1.0, 0)
     with pytest.raises(ValueError, match=r"peak_bandwidth: expected a number > 0, got -1"):
         cost.roofline(1.0, 1.0, peak_bandwidth=-1)
+
+
+@pytest.mark.parametrize("options", [dict(mixer="causal_act"), dict(mlp="causal_act"),
+                                     dict(mixer="causal_act", mlp="causal_act", causal_context=True)])
+def test_parameter_count_of_attention_free_decoders(options):
+    config = DecoderConfig(vocab_size=50, d_model=64, n_layers=2, n_heads=4, **options)
+    assert cost.parameter_count(config) == Decoder(config).num_parameters()
+
+
+def test_flops_refuse_an_attention_free_decoder():
+    config = DecoderConfig(vocab_size=50, d_model=64, n_layers=2, n_heads=4, mixer="causal_act")
+    with pytest.raises(ValueError, match=r"^config: expected an attention decoder \(mixer='attention'\)"):
+        cost.prefill_flops(config, 16)

@@ -258,16 +258,20 @@ def test_from_state_round_trip():
     [
         (dict(positions="absolute"), r"positions: expected one of alibi, learned, none, .*, got 'absolute'"),
         (dict(norm="batchnorm"), r"norm: expected one of layernorm, rmsnorm, got 'batchnorm'"),
-        (dict(mlp="relu"), r"mlp: expected one of gelu, swiglu, got 'relu'"),
-        (dict(attention="flash"), r"attention: expected one of 'naive', 'sdpa'.*got 'flash'"),
+        (dict(mlp="relu"), r"mlp: expected one of causal_act, gelu, swiglu, got 'relu'"),
+        (dict(attention="telepathy"), r"attention: expected one of 'naive', 'sdpa'.*got 'telepathy'"),
         (dict(d_model=25), r"d_model: expected a multiple of n_heads=3, got 25"),
         (dict(d_model=15, positions="rope"), r"d_model: RoPE .* even, got 5"),
         (dict(vocab_size=0), r"vocab_size: expected a positive int, got 0"),
         (dict(prenorm="yes"), r"prenorm: expected a bool, got 'yes'"),
+        (dict(mixer="mamba"), r"mixer: expected one of attention, causal_act, got 'mamba'"),
+        (dict(causal_mode="median"), r"causal_mode: expected one of max, mean, min, got 'median'"),
+        (dict(causal_context=1), r"causal_context: expected a bool, got 1"),
     ],
 )
 def test_bad_config(overrides, message):
-    with pytest.raises(ValueError if "prenorm" not in overrides else TypeError, match=message):
+    wrong_type = {"prenorm", "causal_context"} & set(overrides)
+    with pytest.raises(TypeError if wrong_type else ValueError, match=message):
         tiny_config(**overrides)
 
 
@@ -323,3 +327,87 @@ def test_checkpoint_mismatch_is_named():
     untied = tiny_model(tiny_config(tie_embeddings=False)).state_dict()
     with pytest.raises(ValueError, match=r"'lm_head.weight' differs from 'tok_emb.weight' but the config ties them"):
         Decoder.from_state(tiny_config(), untied)
+
+
+# ----------------------------------------------------------------------------- causal-activation options (01.6)
+
+CAUSAL_VARIANTS = [  # (mixer, mlp, causal_mode, causal_context, prenorm)
+    ("causal_act", "gelu", "min", False, True),
+    ("causal_act", "gelu", "min", True, True),
+    ("attention", "causal_act", "max", False, True),
+    ("causal_act", "causal_act", "mean", True, False),
+]
+
+
+def causal_config(mixer: str, mlp: str, mode: str, context: bool, prenorm: bool) -> DecoderConfig:
+    return tiny_config(mixer=mixer, mlp=mlp, causal_mode=mode, causal_context=context, prenorm=prenorm)
+
+
+def test_default_config_dict_is_unchanged_so_zoo_checkpoints_still_load():
+    """The new fields stay out of a plain transformer's dict: a checkpoint written before them compares equal."""
+    plain = tiny_config().to_dict()
+    assert not {"mixer", "causal_mode", "causal_context"} & set(plain)
+    assert DecoderConfig.from_dict(plain) == tiny_config()
+    causal = causal_config("causal_act", "causal_act", "max", True, True)
+    assert causal.to_dict()["mixer"] == "causal_act"
+    assert DecoderConfig.from_dict(causal.to_dict()) == causal
+
+
+@pytest.mark.parametrize("mixer, mlp, mode, context, prenorm", CAUSAL_VARIANTS)
+def test_causal_variants_are_causal_and_cache_equals_full_pass(mixer, mlp, mode, context, prenorm):
+    model = tiny_model(causal_config(mixer, mlp, mode, context, prenorm)).eval()
+    ids = token_ids(length=13)
+    with torch.no_grad():
+        full = model(ids)
+        changed = ids.clone()
+        changed[:, 7:] = (changed[:, 7:] + 1) % VOCAB
+        assert torch.equal(model(changed)[:, :7], full[:, :7])  # the future never reaches the past
+        cache = model.new_cache(ids.shape[0])
+        pieces = [model(ids[:, a:b], cache) for a, b in [(0, 5), (5, 6), (6, 7), (7, 13)]]
+    agree(f"cached vs full pass, {mixer}/{mlp}/{mode}/context={context}", torch.cat(pieces, dim=1), full, **FP32)
+    assert cache.length == 13
+
+
+def test_causal_cache_truncate_rolls_back():
+    model = tiny_model(causal_config("causal_act", "causal_act", "min", True, True)).eval()
+    ids, other = token_ids(length=10), token_ids(length=10, seed=5)
+    with torch.no_grad():
+        cache = model.new_cache(2)
+        model(ids[:, :6], cache)
+        model(other[:, 6:9], cache)  # a rejected draft
+        cache.truncate(6)
+        tail = model(ids[:, 6:], cache)
+        expected = model(ids)[:, 6:]
+    agree("cached after truncate vs full pass", tail, expected, **FP32)
+
+
+def test_attention_free_model_has_no_attention_parameters_or_kv():
+    config = tiny_config(mixer="causal_act")
+    model = tiny_model(config)
+    assert not any(".attn." in name for name, _ in model.named_parameters())
+    baseline = tiny_model(tiny_config())
+    assert baseline.num_parameters() - model.num_parameters() == config.n_layers * 4 * config.d_model**2
+    cache = model.new_cache(3)
+    assert cache.keys == [] and sorted(cache.inputs) == ["0.mixer", "1.mixer"]
+    assert cache.batch_size == 3 and cache.max_len == config.max_seq_len
+
+
+def test_causal_generate_with_and_without_cache_agree():
+    model = tiny_model(causal_config("causal_act", "causal_act", "min", True, True)).eval()
+    prompt = torch.tensor([[3, 1, 4], [1, 5, 9]])
+    cached = model.generate(prompt, 8, temperature=0, use_cache=True)
+    recomputed = model.generate(prompt, 8, temperature=0, use_cache=False)
+    assert torch.equal(cached, recomputed)
+
+
+def test_causal_model_bad_cache_and_capture():
+    model = tiny_model(tiny_config(mixer="causal_act"))
+    attention_cache = tiny_model(tiny_config()).new_cache(2)
+    with pytest.raises(ValueError, match=r"cache: expected one for batch 2, 0 attention layers .* got batch 2, 2"):
+        model(token_ids(), attention_cache)
+    with pytest.raises(ValueError, match=r"what: 'attn_probs' needs attention layers, .* mixer is 'causal_act'"):
+        with capture(model):
+            pass
+    with capture(model, "residual") as acts:
+        model(token_ids())
+    assert sorted(acts["residual"]) == [0, 1]

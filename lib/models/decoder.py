@@ -16,9 +16,15 @@ with causal multi-head self-attention over H heads of size Dh = d_model / H::
                                                bias = ALiBi's −m_h·(i − j) for positions="alibi"
     Attn(h) = concat_h(A v) W_o
 
+Two drop-in options replace attention's mixing of positions or the MLP's activation with the
+parameter-free causal activation of section 01.6 (:mod:`lib.mixers.causal_activation`), applied
+along the sequence: ``mixer="causal_act"`` makes the sublayer ``Attn(h)`` into ``f(h)``, and
+``mlp="causal_act"`` makes the MLP ``f(x W₁) W₂``, with ``f_t = r(h_t, h_{t−1}) (+ mean_{s≤t} h_s)``.
+
 Generation feeds the model its own samples. A :class:`KVCache` keeps every layer's keys and values,
 so a step only computes the new token's row of the attention matrix: per-token cost becomes nearly
-flat in the context length instead of growing with it (``lib.cost`` counts both).
+flat in the context length instead of growing with it (``lib.cost`` counts both). A causal
+activation needs only the previous input and a running sum, which the same cache keeps.
 
 Attention goes through a named *backend* ``fn(q, k, v, *, causal, bias) -> out``: ``"naive"``
 writes the scores out, ``"sdpa"`` calls ``torch.nn.functional.scaled_dot_product_attention``; others
@@ -32,20 +38,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib.mixers.causal_activation import MODES as CAUSAL_MODES
+from lib.mixers.causal_activation import CausalActivation, Past
 from lib.validation import check_choice, check_dtype, check_ndim, check_positive_int, check_tensor
 
 __all__ = [
     "CAPTURE_KINDS",
+    "MIXERS",
     "MLPS",
     "NORMS",
     "POSITIONS",
+    "CausalMixer",
     "Decoder",
     "DecoderConfig",
     "KVCache",
@@ -66,7 +76,8 @@ __all__ = [
 
 POSITIONS = ("none", "learned", "sinusoidal", "rope", "alibi")
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "swiglu", "causal_act")
+MIXERS = ("attention", "causal_act")
 CAPTURE_KINDS = ("residual", "attn_probs")
 ROPE_BASE = 10000.0
 INIT_STD = 0.02
@@ -175,9 +186,13 @@ def _check_bool(name: str, value: Any) -> None:
 class DecoderConfig:
     """Every size and design choice of a :class:`Decoder`; checked on construction.
 
-    ``d_ff`` (the MLP's hidden width) defaults to 4·d_model for ``"gelu"`` and to 8/3·d_model
-    rounded up to a multiple of 16 for ``"swiglu"`` (same parameter count with three matrices);
-    :attr:`ffn_dim` is the resolved value.
+    ``d_ff`` (the MLP's hidden width) defaults to 4·d_model for ``"gelu"`` and ``"causal_act"``
+    and to 8/3·d_model rounded up to a multiple of 16 for ``"swiglu"`` (same parameter count with
+    three matrices); :attr:`ffn_dim` is the resolved value.
+
+    ``mixer`` mixes positions by ``"attention"`` or by the ``"causal_act"`` activation;
+    ``causal_mode`` (min, max, mean) and ``causal_context`` (add the running mean) configure every
+    causal activation of the model, in the mixer and in an ``mlp="causal_act"`` alike.
     """
 
     vocab_size: int
@@ -192,6 +207,9 @@ class DecoderConfig:
     d_ff: int | None = None
     attention: str = "sdpa"
     tie_embeddings: bool = True
+    mixer: str = "attention"
+    causal_mode: str = "min"
+    causal_context: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
@@ -203,6 +221,9 @@ class DecoderConfig:
         check_choice("positions", self.positions, POSITIONS)
         check_choice("norm", self.norm, NORMS)
         check_choice("mlp", self.mlp, MLPS)
+        check_choice("mixer", self.mixer, MIXERS)
+        check_choice("causal_mode", self.causal_mode, CAUSAL_MODES)
+        _check_bool("causal_context", self.causal_context)
         if self.attention not in _BACKENDS:
             raise ValueError(
                 f"attention: expected one of {', '.join(map(repr, _BACKENDS))} "
@@ -227,13 +248,17 @@ class DecoderConfig:
         """The MLP's hidden width: ``d_ff``, or its default for ``mlp`` (see the class docstring)."""
         if self.d_ff is not None:
             return self.d_ff
-        if self.mlp == "gelu":
+        if self.mlp != "swiglu":
             return 4 * self.d_model
         return 16 * math.ceil(8 * self.d_model / 3 / 16)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able fields, the inverse of :meth:`from_dict`."""
-        return asdict(self)
+        """Plain JSON-able fields, the inverse of :meth:`from_dict`.
+
+        The causal-activation fields are left out while they hold their defaults, so the dict of a
+        plain transformer is the one its checkpoint was written with before those fields existed.
+        """
+        return {k: v for k, v in asdict(self).items() if _LATER_DEFAULTS.get(k, _ABSENT) != v}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DecoderConfig:
@@ -249,42 +274,74 @@ class DecoderConfig:
         return cls(**d)
 
 
+_ABSENT = object()
+_LATER_DEFAULTS = {"mixer": "attention", "causal_mode": "min", "causal_context": False}
+
+
 # ----------------------------------------------------------------------------- the KV cache
 
 
 @dataclass(eq=False)
 class KVCache:
-    """Keys and values of every layer for the first ``length`` positions, preallocated.
+    """What generation keeps of the first ``length`` positions, preallocated.
 
-    ``keys[ℓ]`` and ``values[ℓ]`` are (B, H, T_max, Dh); positions [0, length) are filled. A
-    forward pass writes its new tokens' keys at [length, length + t) and :meth:`advance` then moves
-    ``length``; :meth:`truncate` rolls back (e.g. rejected speculative tokens). Memory:
-    2 · n_layers · B · T_max · d_model elements.
+    ``keys[ℓ]`` and ``values[ℓ]`` are (B, H, T_max, Dh) for every attention layer ℓ; positions
+    [0, length) are filled. A causal activation (site ``"ℓ.mixer"`` or ``"ℓ.mlp"``) keeps its
+    inputs ``inputs[site]`` and their prefix sums ``sums[site]``, each (B, T_max, D): the previous
+    input and the running sum are all it needs. A forward pass writes its new tokens at
+    [length, length + t) and :meth:`advance` then moves ``length``; :meth:`truncate` rolls back
+    (e.g. rejected speculative tokens). Memory: 2 · n_layers · B · T_max · d_model elements for
+    attention, 2 · B · T_max · D per causal-activation site.
     """
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     length: int = 0
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def _first(self) -> torch.Tensor:
+        """A (B, …, T_max, …) buffer to read the batch size and capacity from."""
+        return self.keys[0] if self.keys else next(iter(self.inputs.values()))
 
     @property
     def batch_size(self) -> int:
-        return self.keys[0].shape[0]
+        return self._first().shape[0]
 
     @property
     def max_len(self) -> int:
-        return self.keys[0].shape[2]
+        return self.keys[0].shape[2] if self.keys else self._first().shape[1]
+
+    def _end(self, t: int) -> int:
+        end = self.length + t
+        if end > self.max_len:
+            raise ValueError(f"cache: {end} positions would exceed its capacity of {self.max_len}")
+        return end
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store layer ``layer``'s new k, v (B, H, t, Dh) at [length, length + t).
 
         Returns every key and value so far, views (B, H, length + t, Dh).
         """
-        end = self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"cache: {end} positions would exceed its capacity of {self.max_len}")
+        end = self._end(k.shape[2])
         self.keys[layer][:, :, self.length:end] = k
         self.values[layer][:, :, self.length:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def write_inputs(self, site: str, x: torch.Tensor) -> Past | None:
+        """Store a causal activation's new inputs x (B, t, D) at [length, length + t).
+
+        Returns the :class:`~lib.mixers.causal_activation.Past` of the positions before them: the
+        input at ``length − 1`` and the sum over [0, length); None when x starts the sequence.
+        """
+        end, inputs, sums = self._end(x.shape[1]), self.inputs[site], self.sums[site]
+        inputs[:, self.length:end] = x
+        if self.length == 0:
+            sums[:, :end] = torch.cumsum(x, dim=1)
+            return None
+        before = sums[:, self.length - 1].clone()
+        sums[:, self.length:end] = before[:, None] + torch.cumsum(x, dim=1)
+        return Past(inputs[:, self.length - 1].clone(), before, self.length)
 
     def advance(self, t: int) -> None:
         """Count ``t`` more positions as filled (after every layer has written them)."""
@@ -364,8 +421,12 @@ def make_norm(kind: str, d_model: int) -> nn.Module:
 class MLP(nn.Module):
     """The position-wise feed-forward network, (B, T, d) → (B, T, d).
 
-    gelu:   ``GELU(x W₁) W₂``                      two matrices d×ff, ff×d
-    swiglu: ``(SiLU(x W_g) ⊙ x W_u) W₂``           three (Shazeer, arXiv 2002.05202)
+    gelu:       ``GELU(x W₁) W₂``                  two matrices d×ff, ff×d
+    swiglu:     ``(SiLU(x W_g) ⊙ x W_u) W₂``       three (Shazeer, arXiv 2002.05202)
+    causal_act: ``f(x W₁) W₂``                     two; f is the causal activation along T, so this
+                                                   MLP mixes each position with earlier ones
+
+    A causal activation continues from ``cache`` (site ``"ℓ.mlp"``) when one is passed.
     """
 
     def __init__(self, config: DecoderConfig) -> None:
@@ -375,10 +436,34 @@ class MLP(nn.Module):
         self.up = nn.Linear(d, ff, bias=False)
         self.gate = nn.Linear(d, ff, bias=False) if self.gated else None
         self.down = nn.Linear(ff, d, bias=False)
+        self.causal = (
+            CausalActivation(config.causal_mode, config.causal_context) if config.mlp == "causal_act" else None
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        if self.causal is not None:
+            hidden = self.up(x)
+            past = cache.write_inputs(f"{layer}.mlp", hidden) if cache is not None else None
+            return self.down(self.causal(hidden, past))
         hidden = F.silu(self.gate(x)) * self.up(x) if self.gated else F.gelu(self.up(x))
         return self.down(hidden)
+
+
+class CausalMixer(nn.Module):
+    """The attention sublayer replaced by the causal activation: ``Mix(h) = f(h)``, (B, T, d) → (B, T, d).
+
+    No parameters (the book's reading of the paper's parameter-free replacement). Positions are
+    not encoded: the order enters only through f's look at the previous position and the running
+    mean. With a ``cache`` it continues from the stored previous input and sum (site ``"ℓ.mixer"``).
+    """
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.act = CausalActivation(config.causal_mode, config.causal_context)
+
+    def forward(self, x: torch.Tensor, *, cache: KVCache | None, layer: int, **unused: Any) -> torch.Tensor:
+        past = cache.write_inputs(f"{layer}.mixer", x) if cache is not None else None
+        return self.act(x, past)
 
 
 class CausalSelfAttention(nn.Module):
@@ -424,20 +509,26 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """One layer: attention then MLP, each wrapped in a residual connection and a norm (pre or post)."""
+    """One layer: a mixer then an MLP, each wrapped in a residual connection and a norm (pre or post).
+
+    The mixer ``attn`` is :class:`CausalSelfAttention`, or :class:`CausalMixer` for
+    ``mixer="causal_act"``.
+    """
 
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
         self.prenorm = config.prenorm
         self.norm1, self.norm2 = make_norm(config.norm, config.d_model), make_norm(config.norm, config.d_model)
-        self.attn, self.mlp = CausalSelfAttention(config), MLP(config)
+        self.attn = CausalSelfAttention(config) if config.mixer == "attention" else CausalMixer(config)
+        self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, **attn_args: Any) -> torch.Tensor:
+        cache, layer = attn_args.get("cache"), attn_args.get("layer", 0)
         if self.prenorm:
             x = x + self.attn(self.norm1(x), **attn_args)
-            return x + self.mlp(self.norm2(x))
+            return x + self.mlp(self.norm2(x), cache, layer)
         x = self.norm1(x + self.attn(x, **attn_args))
-        return self.norm2(x + self.mlp(x))
+        return self.norm2(x + self.mlp(x, cache, layer))
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -539,10 +630,13 @@ class Decoder(nn.Module):
         if cache is not None:
             if not isinstance(cache, KVCache):
                 raise TypeError(f"cache: expected a KVCache from new_cache(), got {type(cache).__name__}")
-            if cache.batch_size != ids.shape[0] or len(cache.keys) != self.config.n_layers:
+            expected_layout = (ids.shape[0], self._attention_layers(), self._causal_sites())
+            layout = (cache.batch_size, len(cache.keys), sorted(cache.inputs))
+            if layout != expected_layout:
                 raise ValueError(
-                    f"cache: expected one for batch {ids.shape[0]} and {self.config.n_layers} layers, "
-                    f"got batch {cache.batch_size} and {len(cache.keys)} layers"
+                    f"cache: expected one for batch {ids.shape[0]}, {expected_layout[1]} attention layers and "
+                    f"causal-activation sites {expected_layout[2]}, got batch {layout[0]}, {layout[1]} "
+                    f"attention layers and sites {layout[2]}"
                 )
             cached = cache.length
         if cached + ids.shape[1] > self.config.max_seq_len:
@@ -579,20 +673,38 @@ class Decoder(nn.Module):
             x = self.norm_f(x)
         return self.lm_head(x)
 
+    def _attention_layers(self) -> int:
+        return self.config.n_layers if self.config.mixer == "attention" else 0
+
+    def _causal_sites(self) -> list[str]:
+        """Names of the causal activations, ``"ℓ.mixer"`` and ``"ℓ.mlp"``, sorted."""
+        uses = {"mixer": self.config.mixer, "mlp": self.config.mlp}
+        kinds = [kind for kind, used in uses.items() if used == "causal_act"]
+        return sorted(f"{layer}.{kind}" for layer in range(self.config.n_layers) for kind in kinds)
+
     def new_cache(self, batch_size: int) -> KVCache:
         """An empty :class:`KVCache` for ``batch_size`` sequences of up to ``max_seq_len`` tokens.
 
-        On the model's device, in its dtype.
+        On the model's device, in its dtype: keys and values for every attention layer, inputs and
+        prefix sums for every causal activation.
         """
         check_positive_int("batch_size", batch_size)
         c = self.config
         like = self.tok_emb.weight
-        shape = (batch_size, c.n_heads, c.max_seq_len, c.head_dim)
 
-        def empty() -> torch.Tensor:
+        def empty(*shape: int) -> torch.Tensor:
             return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
-        return KVCache([empty() for _ in range(c.n_layers)], [empty() for _ in range(c.n_layers)])
+        kv = (batch_size, c.n_heads, c.max_seq_len, c.head_dim)
+        n = self._attention_layers()
+        width = {"mixer": c.d_model, "mlp": c.ffn_dim}
+        sites = {site: width[site.split(".")[1]] for site in self._causal_sites()}
+        return KVCache(
+            [empty(*kv) for _ in range(n)],
+            [empty(*kv) for _ in range(n)],
+            inputs={site: empty(batch_size, c.max_seq_len, d) for site, d in sites.items()},
+            sums={site: empty(batch_size, c.max_seq_len, d) for site, d in sites.items()},
+        )
 
     @torch.no_grad()
     def generate(
@@ -702,6 +814,8 @@ def capture(
     what = (what,) if isinstance(what, str) else tuple(what)
     for kind in what:
         check_choice("what", kind, CAPTURE_KINDS)
+    if "attn_probs" in what and model.config.mixer != "attention":
+        raise ValueError(f"what: 'attn_probs' needs attention layers, but this model's mixer is {model.config.mixer!r}")
     acts: dict[str, dict[int, torch.Tensor]] = {kind: {} for kind in what}
     handles = []
     try:
@@ -719,4 +833,5 @@ def capture(
         for handle in handles:
             handle.remove()
         for block in model.blocks:
-            block.attn.probs_sink = None
+            if isinstance(block.attn, CausalSelfAttention):
+                block.attn.probs_sink = None
