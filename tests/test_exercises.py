@@ -109,6 +109,29 @@ def _merge_without_guard(m_a, l_a, m_b, l_b):
     return m, l_a * np.exp(m_a - m) + l_b * np.exp(m_b - m)
 
 
+def _step_without_guard(m, l, acc, s_tile, v_tile):
+    m_new = np.maximum(m, s_tile.max(axis=-1))
+    alpha, p = np.exp(m - m_new), np.exp(s_tile - m_new[:, None])
+    return m_new, alpha * l + p.sum(axis=-1), alpha[:, None] * acc + p @ v_tile
+
+
+def _step_without_rescaling_acc(m, l, acc, s_tile, v_tile):
+    m_new = np.maximum(m, s_tile.max(axis=-1))
+    shift = np.where(np.isneginf(m_new), 0.0, m_new)
+    alpha, p = np.exp(m - shift), np.exp(s_tile - shift[:, None])
+    return m_new, alpha * l + p.sum(axis=-1), acc + p @ v_tile
+
+
+def _shift_by_the_maximum(s_tile, m_prev, beta, tau):
+    return np.maximum(s_tile.max(axis=-1), m_prev)
+
+
+def _shift_forgetting_the_previous(s_tile, m_prev, beta, tau):
+    m = s_tile.max(axis=-1)
+    tied = ((s_tile >= (m - tau)[:, None]).sum(axis=-1) >= 2) & np.isfinite(m)
+    return np.where(tied & (m > 0), beta * m, np.where(tied & (m < 0), 0.0, m))
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the mistakes overflow on purpose
 @pytest.mark.parametrize(
     ("exercise_id", "wrong", "message"),
@@ -120,6 +143,10 @@ def _merge_without_guard(m_a, l_a, m_b, l_b):
         ("00.2a", _update_without_guard, r"row 0 all -inf.*after block 1"),
         ("00.2a", _update_returning_one_array, r"should return a pair \(m, l\), got a ndarray"),
         ("00.2b", _merge_without_guard, r"case 4 of 4 — an empty state"),
+        ("01.1a", _step_without_guard, r"case 4 of 5 — row 0 all -inf.*after tile 1 .*NaN"),
+        ("01.1a", _step_without_rescaling_acc, r"case 1 of 5 .*after tile 2 .*acc: disagrees"),
+        ("01.2a", _shift_by_the_maximum, r"case 1 of 6 — ties at a positive maximum.*the shift: disagrees"),
+        ("01.2a", _shift_forgetting_the_previous, r"case 5 of 6 .*the shift: disagrees"),
     ],
 )
 def test_checks_catch_typical_mistakes(exercise_id, wrong, message):

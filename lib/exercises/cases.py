@@ -14,7 +14,7 @@ import numpy as np
 from lib.agreement import agree
 from lib.exercises.registry import CheckFailed
 
-__all__ = ["call_fresh", "expect_array", "expect_close", "expect_pair"]
+__all__ = ["call_fresh", "expect_array", "expect_close", "expect_pair", "random_cuts"]
 
 
 def call_fresh(fn: Callable, *arrays: np.ndarray) -> Any:
@@ -57,3 +57,11 @@ def expect_close(
         agree(name, actual, expected, atol=atol, rtol=rtol, reason=reason, quiet=True)
     except AssertionError as failure:
         raise CheckFailed(f"{case}: {failure} [tolerance: {reason}]") from None
+
+
+def random_cuts(rng: np.random.Generator, n: int, widest: int) -> list[int]:
+    """Column boundaries 0 = c_0 < c_1 < ... = n with gaps drawn from 1..widest: random tiles of a row."""
+    cuts = [0]
+    while cuts[-1] < n:
+        cuts.append(min(n, cuts[-1] + int(rng.integers(1, widest + 1))))
+    return cuts

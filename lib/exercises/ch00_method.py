@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from lib.exercises.cases import call_fresh, expect_array, expect_close, expect_pair
+from lib.exercises.cases import call_fresh, expect_array, expect_close, expect_pair, random_cuts
 from lib.exercises.registry import register
 from lib.online_softmax import reference_merge_states
 from lib.softmax import reference_softmax, reference_softmax_backward
@@ -120,14 +120,6 @@ def _one_shot_state(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return m, np.exp(x - shift[:, None]).sum(axis=-1)
 
 
-def _random_cuts(rng: np.random.Generator, n: int, widest: int) -> list[int]:
-    """Column boundaries 0 = c_0 < c_1 < ... = n with gaps drawn from 1..widest."""
-    cuts = [0]
-    while cuts[-1] < n:
-        cuts.append(min(n, cuts[-1] + int(rng.integers(1, widest + 1))))
-    return cuts
-
-
 def _expect_state(case: str, m: np.ndarray, l: np.ndarray, expected: tuple[np.ndarray, np.ndarray]) -> None:
     """m exactly equal, l within float64 rounding of the expected state."""
     expect_close(case, "m", m, expected[0], atol=0.0, rtol=0.0, reason=_MAX_REASON)
@@ -139,15 +131,15 @@ def _online_inputs() -> Iterator[tuple[str, np.ndarray, list[int]]]:
     """(description, logits (rows, n), column cuts) triples."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((4, 37))
-    yield "shape (4, 37) in random blocks of 1 to 8 columns", x, _random_cuts(rng, 37, 8)
+    yield "shape (4, 37) in random blocks of 1 to 8 columns", x, random_cuts(rng, 37, 8)
     offsets = np.array([1e4, -1e4, 1e4, -1e4, 1e4, -1e4])[:, None]
     x = offsets + 5.0 * rng.standard_normal((6, 64))
-    yield "logits near ±1e4, shape (6, 64), random blocks", x, _random_cuts(rng, 64, 12)
+    yield "logits near ±1e4, shape (6, 64), random blocks", x, random_cuts(rng, 64, 12)
     x = rng.standard_normal((5, 30))
     x[0, :] = -np.inf
     x[1, :12] = -np.inf
     x[2, rng.integers(0, 30, size=10)] = -np.inf
-    yield "row 0 all -inf, row 1 -inf for its first 12 columns", x, _random_cuts(rng, 30, 6)
+    yield "row 0 all -inf, row 1 -inf for its first 12 columns", x, random_cuts(rng, 30, 6)
     yield "shape (3, 9), one column at a time", rng.standard_normal((3, 9)), list(range(10))
     yield "shape (2, 11), one block holding the whole row", rng.standard_normal((2, 11)), [0, 11]
     x = rng.standard_normal((4, 20))
