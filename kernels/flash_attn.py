@@ -36,7 +36,9 @@ Memory traffic (elements, per (batch, head), T_m = cdiv(Nq, BLOCK_M) query tiles
   dv once each. Extra memory beyond inputs and outputs: L and D, 2·Nq floats.
 
 Under Triton's CPU interpreter one small configuration runs (16×16 tiles); on a GPU the forward
-kernel picks its tiles with ``triton.autotune`` keyed on (Nq, Nk, d). ``STABLE_MAX`` (section 01.2)
+kernel picks its tiles with ``triton.autotune`` keyed on (Nq, Nk, d, the hooks, causal, dtype), among
+the tiles that compile for sm_90 without register spills (:func:`fwd_tiles_without_spills`), and the
+backward kernels use :func:`bwd_tile`; ``tests/test_gpu_compile.py`` checks both without a GPU. ``STABLE_MAX`` (section 01.2)
 changes only the forward shift; the backward pass needs nothing, since L is the same logsumexp.
 """
 
@@ -56,8 +58,10 @@ __all__ = [
     "MAX_HEAD_DIM",
     "STABLE_BETA",
     "STABLE_TAU",
+    "bwd_tile",
     "flash_attn_backward",
     "flash_attn_forward",
+    "fwd_tiles_without_spills",
 ]
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -244,10 +248,58 @@ def _fwd_kernel(
 
 _FWD_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
-    for bm, bn, w, st in [(64, 64, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3), (32, 32, 4, 2)]
+    for bm, bn, w, st in [(64, 64, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3), (32, 32, 4, 2), (64, 32, 8, 2),
+                          (16, 16, 4, 2)]
 ]
-_fwd_kernel_tuned = triton.autotune(configs=_FWD_CONFIGS, key=["Nq", "Nk", "D"])(_fwd_kernel)
-"""The forward kernel on a GPU: tile sizes chosen by timing, once per (Nq, Nk, d). Never interpreted."""
+_HALF_TILES = {(64, 64, 8), (128, 64, 8), (64, 32, 4), (32, 32, 4)}
+
+
+def fwd_tiles_without_spills(fp32: bool, block_d: int, hooks: bool) -> set[tuple[int, int, int]]:
+    """The (BLOCK_M, BLOCK_N, warps) of the forward that compile for sm_90 without register spills.
+
+    Measured with ``lib.gpu_compile`` (bytes spilled per thread, worst case of causal + the hooks):
+    fp16/bf16 without bias, window or stable max: none of the four tiles spills. With the hooks,
+    128×64 spills (408 B at d = 64, 728 B at d = 128), and at d = 128 so do 64×64 (48 B) and 64×32
+    with 4 warps (104 B), while 64×32 with 8 warps and 32×32 do not. fp32 multiplies without tensor
+    cores (``ieee``) and spills almost everywhere: 32×32 is clean at d = 64, only 16×16 at d = 128.
+    ``tests/test_gpu_compile.py`` re-checks every tile this returns.
+    """
+    if fp32:
+        return {(32, 32, 4)} if block_d <= 64 else {(16, 16, 4)}
+    if not hooks:
+        return set(_HALF_TILES)
+    return _HALF_TILES - {(128, 64, 8)} if block_d <= 64 else {(64, 32, 8), (32, 32, 4)}
+
+
+def _prune_fwd_configs(configs: list, named_args: dict, **kwargs) -> list:
+    """Autotune's early prune: keep the configs of :func:`fwd_tiles_without_spills` for this call."""
+    keep = fwd_tiles_without_spills(
+        named_args["q_ptr"].dtype == torch.float32, kwargs["BLOCK_D"],
+        bool(kwargs["HAS_BIAS"] or kwargs["HAS_WINDOW"] or kwargs["STABLE_MAX"]),
+    )
+    return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) in keep]
+
+
+def bwd_tile(fp32: bool, block_d: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, warps) of the three backward kernels on a GPU.
+
+    Measured with ``lib.gpu_compile`` on sm_90 (with causal, bias and window): fp16/bf16 64×64 with
+    8 warps at d ≤ 64 (dK/dV 231 registers, dQ 203, no spills) and 32×32 with 4 warps at d = 128
+    (64×32 spills 72 B in dK/dV); fp32 32×32 at d ≤ 64 and 16×16 at d = 128 (dQ spills 824 B at 32×32).
+    The fp32 dK/dV kernel spills at every tile (3.7 KB at 16×16: its ``ieee`` dots run without tensor
+    cores); it is correct, and fp32 is the GPU's testing dtype, not its fast path.
+    """
+    if fp32:
+        return (32, 32, 4) if block_d <= 64 else (16, 16, 4)
+    return (64, 64, 8) if block_d <= 64 else (32, 32, 4)
+
+
+_fwd_kernel_tuned = triton.autotune(
+    configs=_FWD_CONFIGS, key=["Nq", "Nk", "D", "HAS_BIAS", "HAS_WINDOW", "STABLE_MAX", "CAUSAL"],
+    prune_configs_by={"early_config_prune": _prune_fwd_configs},
+)(_fwd_kernel)
+"""The forward kernel on a GPU: among the tiles that do not spill, the fastest by timing, once per
+(Nq, Nk, d, hooks, causal, dtype). Never interpreted."""
 
 _INTERPRETER_BLOCK = 16
 """Tile size under the CPU interpreter: small, so that tests with N ≤ 128 cross several tiles."""
@@ -606,12 +658,9 @@ def flash_attn_backward(
     bias_t, bias_strides = _bias_view(bias, q, Nk)
     meta = _common(q, k, scale, bias, window, n_sink)
     if interpreting():
-        bm = bn = _INTERPRETER_BLOCK
-        warps = 4
-    elif q.dtype != torch.float32 and d <= 64:
-        bm, bn, warps = 64, 64, 8  # sm_90: 221 registers per thread, no spills (lib.gpu_compile)
+        bm, bn, warps = _INTERPRETER_BLOCK, _INTERPRETER_BLOCK, 4
     else:
-        bm, bn, warps = 32, 32, 4  # d > 64 or fp32 (IEEE dots do not use tensor cores and spill at 64×64)
+        bm, bn, warps = bwd_tile(q.dtype == torch.float32, meta["BLOCK_D"])
     delta = torch.empty((B, H, Nq), dtype=torch.float32, device=q.device)
     _bwd_preprocess[(triton.cdiv(Nq, bm), B * H)](
         o, do, delta, *o.stride(), *do.stride(), H, Nq, d, BLOCK_M=bm, BLOCK_D=meta["BLOCK_D"], num_warps=warps

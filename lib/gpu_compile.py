@@ -52,15 +52,17 @@ class KernelBuild:
     constexprs: the value of every ``tl.constexpr`` parameter.
     num_warps: warps per program, as the launcher passes them.
     pointer_dtypes: pointers whose element type is not ``dtype`` (e.g. float32 scratch), by name.
+    scalar_types: scalar arguments that are not ``i32`` (e.g. ``{"qk_scale": "fp32"}``), by name.
     Every other argument is an ``i32`` scalar unknown at compile time: the build that serves any
     strides (at launch Triton would also specialise a stride of 1 into a constant).
     """
 
     kernel: str
     dtype: str
-    constexprs: dict[str, int]
+    constexprs: dict[str, int | float]
     num_warps: int
     pointer_dtypes: dict[str, str] = field(default_factory=dict)
+    scalar_types: dict[str, str] = field(default_factory=dict)
 
     def label(self) -> str:
         """Short name for messages and test ids: the kernel, its dtype and its constexprs."""
@@ -77,14 +79,14 @@ class Resources:
 
 
 def signature_of(kernel: Any, build: KernelBuild) -> dict[str, str]:
-    """Triton's signature for ``kernel``: ``*dtype`` per pointer, ``constexpr`` or ``i32`` otherwise."""
+    """Triton's signature for ``kernel``: ``*dtype`` per pointer, ``constexpr``, or the scalar's type (``i32``)."""
 
     def type_of(param: Any) -> str:
         if param.is_constexpr:
             return "constexpr"
         if param.name.endswith("_ptr"):
             return "*" + build.pointer_dtypes.get(param.name, build.dtype)
-        return "i32"
+        return build.scalar_types.get(param.name, "i32")
 
     return {param.name: type_of(param) for param in kernel.params}
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import kernels  # noqa: F401  (configures Triton before it is imported)
+import kernels.flash_attn as fa
 from kernels.flash_attn import flash_attn_backward, flash_attn_forward
 from lib import agree, agree_flash_rule
 from lib.device import interpreting, kernel_device
@@ -281,3 +282,13 @@ def test_lib_flash_attention_kernel_route_matches_its_torch_path(monkeypatch, ca
     for name, ours, theirs in zip(("o", "dq", "dk", "dv"), results["kernel"], results["torch"]):
         agree(f"kernel route {name} causal={causal} window={window}", ours, theirs.cpu(),
               atol=1e-4, rtol=1e-3, reason="two fp32 tilings of the same exact algorithm; dS cancels in backward")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("block_d", [32, 64, 128])
+@pytest.mark.parametrize("hook", [None, "HAS_BIAS", "HAS_WINDOW", "STABLE_MAX"])
+def test_autotune_tries_only_tiles_that_do_not_spill(dtype, block_d, hook):
+    flags = {name: name == hook for name in ("HAS_BIAS", "HAS_WINDOW", "STABLE_MAX")}
+    kept = fa._prune_fwd_configs(fa._FWD_CONFIGS, {"q_ptr": torch.empty(1, dtype=dtype)}, BLOCK_D=block_d, **flags)
+    tiles = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) for c in kept}
+    assert tiles and tiles == fa.fwd_tiles_without_spills(dtype == torch.float32, block_d, hook is not None)
