@@ -102,6 +102,7 @@ def test_cli_validate_status_and_json():
     assert ok.returncode == 0 and "book.yml is valid: 22 chapters, 122 sections" in ok.stdout
     status = run("status")
     assert "chapter 00 The method: 3 of 3 sections complete" in status.stdout
+    assert "chapter 01 The attention kernel: 6 of 6 sections complete" in status.stdout
     assert f"paper sections listed: {N_PAPERS} of {N_PAPERS}" in status.stdout
     rows = json.loads(run("status", "--json").stdout)
     assert len(rows) == 122 and rows[0]["id"] == "00.1" and rows[0]["notebook"] is True
