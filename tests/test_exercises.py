@@ -12,19 +12,11 @@ import yaml
 
 from lib.exercises import EXERCISES, CheckFailed, check, register
 from lib.exercises.__main__ import main as exercises_main
-from lib.exercises.generate import MarkerError, chapter_of, exercise_path, find_spans, make_exercise, masters
+from lib.exercises.generate import (
+    MarkerError, chapter_of, definitions, exercise_path, find_spans, make_exercise, masters,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def definitions(path: Path) -> dict[str, Callable]:
-    """The functions a notebook file defines: its top-level imports and defs run, nothing else."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    keep = (ast.Import, ast.ImportFrom, ast.FunctionDef)
-    module = ast.Module(body=[node for node in tree.body if isinstance(node, keep)], type_ignores=[])
-    namespace: dict = {}
-    exec(compile(module, str(path), "exec"), namespace)
-    return namespace
 
 
 def _master_of(exercise_id: str) -> Path:

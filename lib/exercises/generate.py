@@ -20,6 +20,7 @@ the file is generated and from which master.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ from lib.exercises.registry import EXERCISES
 
 __all__ = [
     "BEGIN", "END", "MarkerError", "Span",
-    "chapter_of", "exercise_path", "find_spans", "make_exercise", "masters", "write_ipynb",
+    "chapter_of", "definitions", "exercise_path", "find_spans", "make_exercise", "master_function", "masters",
+    "write_ipynb",
 ]
 
 BEGIN = "# BEGIN SOLUTION"
@@ -154,3 +156,20 @@ def write_ipynb(text: str, path: Path) -> None:
     notebook = jupytext.reads(text, fmt="py:percent")
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     jupytext.write(notebook, str(path), fmt="ipynb")
+
+
+def definitions(path: Path) -> dict:
+    """The functions a notebook file defines: its top-level imports and defs run, nothing else
+    (the ``check(...)`` cells of a master or a student file are skipped)."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    keep = (ast.Import, ast.ImportFrom, ast.FunctionDef)
+    module = ast.Module(body=[node for node in tree.body if isinstance(node, keep)], type_ignores=[])
+    namespace: dict = {}
+    exec(compile(module, str(path), "exec"), namespace)
+    return namespace
+
+
+def master_function(root: Path, chapter: str, function: str):
+    """The solution of ``function`` in chapter ``chapter``'s master ``root/solutions/NN_slug.py``."""
+    (master,) = [p for p in masters(Path(root)) if chapter_of(p) == chapter]
+    return definitions(master)[function]

@@ -1,0 +1,144 @@
+# Generated from solutions/07_decoding.py by `python -m lib.exercises generate`: maintainers edit that file, not this one.
+# Students: write each function where it raises NotImplementedError, then run the check cell below it.
+
+# %% [markdown]
+# # Chapter 07 exercises — faster decoding
+#
+# Small functions from the sections of chapter 07: the speculative-decoding step with its randomness
+# passed in, the law of the number of accepted drafts, Jacobi decoding of a toy chain, and the greedy
+# verification of lookahead decoding. Write the body of each function where it says
+# `raise NotImplementedError(...)`, then run the cell below it: `check(...)` calls your function on
+# seeded inputs and prints one line when every case passes, or says which case failed and why.
+#
+# Everything is NumPy (or plain Python). Do not modify the inputs in place, and do not import the
+# reference implementations from `lib` — that is the answer.
+
+# %%
+import numpy as np
+
+from lib.exercises import check
+
+# %% [markdown]
+# ## 07.1a — one round of speculative decoding
+#
+# The draft proposed $\tilde x_1..\tilde x_\gamma$, drawn from its rows $q_1..q_\gamma$
+# (`q_rows`, shape (γ, V)), and one target call scored $p_1..p_{\gamma+1}$ (`p_rows`, shape
+# (γ + 1, V)). All random numbers are given: `uniforms` (γ,) and one more, `u_resid`.
+#
+# 1. For $i = 1..\gamma$ in order, accept $\tilde x_i$ iff $r_i < p_i(\tilde x_i) / q_i(\tilde x_i)$
+#    (divide; $q_i(\tilde x_i) > 0$ because the draft sampled it). Stop at the first rejection.
+# 2. After a rejection at position $i$, emit one token from the residual
+#    $w = \max(p_i - q_i, 0)$; if its mass is below $10^{-12}$ (p = q numerically) use $w = p_i$.
+#    If all γ drafts were accepted, emit the bonus token from $w = p_{\gamma+1}$.
+# 3. Draw from $w$ with `u_resid` by the inverse CDF: with `cdf = np.cumsum(w)`, the token is the
+#    smallest $x$ with `cdf[x] > u_resid * cdf[-1]`, which is
+#    `np.searchsorted(cdf, u_resid * cdf[-1], side="right")`. If rounding pushes that index past the
+#    end, take the last token with $w > 0$.
+#
+# Return the accepted drafts followed by that one token, as a list of ints (1 to γ + 1 of them).
+# The exactness proof of section 07.1 says the first token has law $p_1$ whatever $q$ is; the
+# check tests that with a chi-square test, besides comparing your tokens with the reference.
+
+# %%
+def speculative_step(
+    p_rows: np.ndarray, q_rows: np.ndarray, drafts: np.ndarray, uniforms: np.ndarray, u_resid: float
+) -> list[int]:
+    """One verification round: the accepted drafts, then one residual or bonus token.
+
+    p_rows (γ+1, V), q_rows (γ, V) float64 rows summing to 1; drafts (γ,) ints; uniforms (γ,) and
+    u_resid in [0, 1)  →  list of 1 to γ + 1 ints.
+    """
+    raise NotImplementedError("Exercise 07.1a: write the body of speculative_step")
+
+
+# %%
+check("07.1a", speculative_step)
+
+
+# %% [markdown]
+# ## 07.2a — how many drafts does a round accept?
+#
+# In one round of speculative sampling the draft proposes γ tokens and the target keeps them in
+# order, stopping at the first rejection. Suppose position $i$ is accepted with probability
+# $\beta_i = \sum_x \min(p_i(x), q_i(x))$, independently of the others. The number of accepted
+# drafts $N \in \{0, \dots, \gamma\}$ then has the law
+#
+# $$P(N = k) = \Big(\prod_{i \le k} \beta_i\Big)(1 - \beta_{k+1}) \quad (k < \gamma), \qquad
+#   P(N = \gamma) = \prod_{i \le \gamma} \beta_i .$$
+#
+# `betas` is either an array of shape (γ,) or a single number α used for every position (the
+# i.i.d. model behind the speed-up formula). Return the law as a float64 array of shape (γ + 1,);
+# it must sum to 1. The check compares it with hand-computed laws and with a simulation of 20 000
+# rounds (a chi-square test).
+
+# %%
+def acceptance_length_law(betas, gamma: int) -> np.ndarray:
+    """P(N = k) for k = 0..γ, shape (γ + 1,) float64; betas (γ,) or one number."""
+    raise NotImplementedError("Exercise 07.2a: write the body of acceptance_length_law")
+
+
+# %%
+check("07.2a", acceptance_length_law)
+
+
+# %% [markdown]
+# ## 07.3a — Jacobi decoding of one block
+#
+# Greedy decoding of `block_size` tokens $y_1..y_b$ after `prefix` $x$ solves the triangular system
+#
+# $$y_i = \arg\max_v p(v \mid x, y_{<i}), \qquad i = 1..b.$$
+#
+# `step_fn(seq)` is one forward pass: for a 1-D int array `seq` it returns the argmaxes at every
+# position, `out[t]` $= \arg\max_v p(v \mid$ `seq[:t+1]`$)$. Solve the system by **Jacobi
+# iteration**: start from the guess $y^{(0)} = [0, \dots, 0]$ and, in each iteration, call
+# `step_fn` **once** on `[prefix ; y^(k)]` and update every unknown at once,
+#
+# $$y_i^{(k+1)} = \arg\max_v p(v \mid x, y^{(k)}_{<i}) \quad\text{(read at position } L - 1 + i - 1 \text{ of the output, } L = \text{len(prefix))}.$$
+#
+# Stop when an iteration changes nothing, or after `block_size` iterations: by then the first
+# $k$ tokens are exact after $k$ iterations, so the whole block is. Return `(tokens, n_iters)`:
+# the $b$ tokens and the number of iterations (= calls of `step_fn`). Do **not** update a token
+# with values computed in the same iteration (that would be Gauss–Seidel, one call per token).
+
+# %%
+def jacobi_decode(step_fn, prefix: np.ndarray, block_size: int) -> tuple[np.ndarray, int]:
+    """Jacobi iteration for one block: the greedy tokens and the number of forward passes.
+
+    step_fn: (T,) ints → (T,) argmax ints; prefix (L,) ints  →  (tokens (block_size,) ints, n_iters ≤ block_size).
+    """
+    raise NotImplementedError("Exercise 07.3a: write the body of jacobi_decode")
+
+
+# %%
+check("07.3a", jacobi_decode)
+
+
+# %% [markdown]
+# ## 07.4a — greedy verification of lookahead candidates
+#
+# In one lookahead step the model also scored $G$ candidate continuations of the last committed
+# token $c$: `candidates` (G, N − 1), each an n-gram from the pool without its first token.
+# `target_argmax` (G, N) holds the model's argmaxes: column 0 is the argmax after $c$ (the same
+# in every row), column $j + 1$ the argmax after candidate token $(g, j)$, given $c$ and the
+# candidate's earlier tokens.
+#
+# Candidate $g$ is right up to position $j$ as long as every token equals the argmax before it:
+# keep the longest prefix with
+#
+# $$\text{cand}[g, j] = \text{target\_argmax}[g, j], \qquad j = 0, 1, \dots$$
+#
+# (stop at the first mismatch). Take the candidate with the most kept tokens (the first one on
+# a tie) and return its kept tokens **plus** the argmax that follows them,
+# `target_argmax[g, kept]`, which is exact for free: 1 to N tokens, as a list of ints.
+
+# %%
+def verify_greedy(candidates: np.ndarray, target_argmax: np.ndarray) -> list[int]:
+    """The tokens one lookahead step emits under greedy decoding.
+
+    candidates (G, N − 1) ints, target_argmax (G, N) ints  →  list of 1 … N ints.
+    """
+    raise NotImplementedError("Exercise 07.4a: write the body of verify_greedy")
+
+
+# %%
+check("07.4a", verify_greedy)
