@@ -114,7 +114,7 @@ lib.show(flash_attention_bf16)
 # (scores there are in base-2 units, so $\tau$ is scaled by $\log_2 e$).
 
 # %%
-lib.show(flash._stable_tile_shift)
+lib.show(flash.stable_tile_shift)
 
 # %%
 lib.show(fa._fwd_tiles)

@@ -32,7 +32,7 @@ from lib.device import use_kernel
 from lib.softmax import safe_normalizer, safe_shift
 from lib.validation import check_dtype, check_positive_int, check_tensor
 
-__all__ = ["STABLE_BETA", "STABLE_TAU", "flash_attention", "flash_attention_with_lse", "tiles_visited"]
+__all__ = ["STABLE_BETA", "STABLE_TAU", "flash_attention", "flash_attention_with_lse", "stable_tile_shift", "tiles_visited"]
 
 STABLE_BETA = 2.0
 """Stable-max multiplier β for a tied positive tile maximum (the paper's code uses 2)."""
@@ -125,15 +125,15 @@ def _key_starts(r0: int, r1: int, n_q: int, n_k: int, spec: _Spec) -> list[int]:
 # ----------------------------------------------------------------------------- forward
 
 
-def _stable_tile_shift(s_ij: torch.Tensor) -> torch.Tensor:
+def stable_tile_shift(s_ij: torch.Tensor, beta: float = STABLE_BETA, tau: float = STABLE_TAU) -> torch.Tensor:
     """The stable-max shift of each tile row: β·m if m > 0 is tied, 0 if m < 0 is tied, else m.
 
-    s_ij: (..., m, n)  →  (..., m). A row with no finite entry keeps m = −inf (the −inf guard).
+    s_ij: (..., m, n)  →  (..., m); "tied": at least two entries ≥ m − τ. A row with no finite entry
+    keeps m = −inf (the −inf guard).
     """
     m = s_ij.amax(dim=-1)
-    ties = (s_ij >= (m - STABLE_TAU).unsqueeze(-1)).sum(dim=-1) >= 2
-    tied = ties & torch.isfinite(m)
-    shift = torch.where(tied & (m > 0), STABLE_BETA * m, m)
+    tied = ((s_ij >= (m - tau).unsqueeze(-1)).sum(dim=-1) >= 2) & torch.isfinite(m)
+    shift = torch.where(tied & (m > 0), beta * m, m)
     return torch.where(tied & (m < 0), torch.zeros_like(m), shift)
 
 
@@ -147,7 +147,7 @@ def _online_step(m: torch.Tensor, l: torch.Tensor, acc: torch.Tensor, s_ij: torc
 
     with c_tile the tile row max (or the stable-max shift); exponents use 0 while m' = −inf.
     """
-    c_tile = _stable_tile_shift(s_ij) if stable_max else s_ij.amax(dim=-1)
+    c_tile = stable_tile_shift(s_ij) if stable_max else s_ij.amax(dim=-1)
     m_new = torch.maximum(m, c_tile)
     shift = safe_shift(m_new)
     alpha = torch.exp(m - shift)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lib.attention.flash import STABLE_BETA, STABLE_TAU
+from lib.attention.flash import STABLE_BETA, STABLE_TAU, stable_tile_shift
 from lib.validation import check_choice, check_int_in_range, check_positive_int, check_tensor
 
 __all__ = [
@@ -130,11 +130,9 @@ def _bf16(x: torch.Tensor) -> torch.Tensor:
 
 def stable_shift(s: torch.Tensor, c_prev: torch.Tensor, beta: float = STABLE_BETA,
                  tau: float = STABLE_TAU) -> torch.Tensor:
-    """Batched :func:`reference_stable_shift`: s (..., m, n), c_prev (..., m) → (..., m)."""
-    m = s.amax(dim=-1)
-    tied = ((s >= (m - tau).unsqueeze(-1)).sum(dim=-1) >= 2) & torch.isfinite(m)
-    c_tile = torch.where(tied & (m > 0), beta * m, torch.where(tied & (m < 0), torch.zeros_like(m), m))
-    return torch.maximum(c_tile, c_prev)
+    """Batched :func:`reference_stable_shift`: s (..., m, n), c_prev (..., m) → (..., m); the tile's
+    shift is the blocked path's :func:`~lib.attention.flash.stable_tile_shift`."""
+    return torch.maximum(stable_tile_shift(s, beta, tau), c_prev)
 
 
 def flash_attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, stable: bool = False,

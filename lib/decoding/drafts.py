@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch
 from lib.ngram import NGramModel
 from lib.validation import check_dtype, check_ndim, check_positive_int, check_tensor
 
-__all__ = ["ContextCache", "CountDraft", "CountDraftConfig", "count_draft"]
+__all__ = ["ContextCache", "CountDraft", "CountDraftConfig", "check_context_ids", "count_draft"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,17 @@ class ContextCache:
         if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= self.length:
             raise ValueError(f"length: expected an int in [0, {self.length}], got {length!r}")
         del self.tokens[length:]
+
+
+def check_context_ids(ids: Any, cache: ContextCache, max_seq_len: int) -> None:
+    """The new tokens of a one-sequence count or toy model: a (1, t ≥ 1) integer tensor that fits the context."""
+    check_tensor("ids", ids)
+    check_dtype("ids", ids, (torch.long, torch.int32))
+    check_ndim("ids", ids, "batch, tokens")
+    if ids.shape[0] != 1 or ids.shape[1] == 0:
+        raise ValueError(f"ids: expected shape (1, t) with t ≥ 1, got {tuple(ids.shape)}")
+    if cache.length + ids.shape[1] > max_seq_len:
+        raise ValueError(f"ids: context of {cache.length + ids.shape[1]} tokens exceeds max_seq_len {max_seq_len}")
 
 
 class CountDraft:
@@ -75,15 +87,7 @@ class CountDraft:
 
     def __call__(self, ids: torch.Tensor, cache: ContextCache) -> torch.Tensor:
         """ln P(· | context up to each new token): ids (1, t) → float32 logits (1, t, V); extends the cache."""
-        check_tensor("ids", ids)
-        check_dtype("ids", ids, (torch.long, torch.int32))
-        check_ndim("ids", ids, "batch, tokens")
-        if ids.shape[0] != 1 or ids.shape[1] == 0:
-            raise ValueError(f"ids: expected shape (1, t) with t ≥ 1, got {tuple(ids.shape)}")
-        if cache.length + ids.shape[1] > self.config.max_seq_len:
-            raise ValueError(
-                f"ids: context of {cache.length + ids.shape[1]} tokens exceeds max_seq_len {self.config.max_seq_len}"
-            )
+        check_context_ids(ids, cache, self.config.max_seq_len)
         rows = []
         for token in ids[0].tolist():
             cache.tokens.append(token)

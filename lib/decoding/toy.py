@@ -24,10 +24,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from lib.decoding.drafts import ContextCache
+from lib.decoding.drafts import ContextCache, check_context_ids
 from lib.decoding.reference import inverse_cdf, residual
 from lib.decoding.speculative import SpecStats, Verifier, speculative_generate, speculative_step
-from lib.validation import check_dtype, check_ndim, check_positive_int, check_seed, check_tensor
+from lib.validation import check_positive_int, check_seed
 
 __all__ = [
     "MUTANTS",
@@ -115,11 +115,7 @@ class CachedMarkovLM:
 
     def __call__(self, ids: torch.Tensor, cache: ContextCache) -> torch.Tensor:
         """ln p(· | context up to each new token): ids (1, t) → float64 logits (1, t, V); extends the cache."""
-        check_tensor("ids", ids)
-        check_dtype("ids", ids, (torch.long, torch.int32))
-        check_ndim("ids", ids, "batch, tokens")
-        if ids.shape[0] != 1 or ids.shape[1] == 0:
-            raise ValueError(f"ids: expected shape (1, t) with t ≥ 1, got {tuple(ids.shape)}")
+        check_context_ids(ids, cache, self.config.max_seq_len)
         rows = []
         for token in ids[0].tolist():
             cache.tokens.append(token)

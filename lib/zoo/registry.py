@@ -83,42 +83,24 @@ def _ngram_entry(name: str, n: int, description: str) -> ZooEntry:
     )
 
 
+def _decoder_entry(name: str, config: dict, description: str) -> ZooEntry:
+    """The recipe of a char decoder on the pydoc text: 1,000 AdamW steps of 16 windows of 256 characters."""
+    return ZooEntry(
+        name=name, kind="decoder", config=config, corpus="pydoc", tokenizer="char", steps=1000, batch_size=16,
+        seq_len=256, lr=3e-3, warmup_steps=100, weight_decay=0.1, seed=0, description=description,
+    )
+
+
 _TARGET = dict(d_model=128, n_layers=5, n_heads=4, max_seq_len=256)
 _DRAFT = dict(d_model=64, n_layers=1, n_heads=4, max_seq_len=256)
 
 SPECS: dict[str, ZooEntry] = {
     spec.name: spec
     for spec in [
-        ZooEntry(
-            name="char-target",
-            kind="decoder",
-            config=_TARGET,
-            corpus="pydoc",
-            tokenizer="char",
-            steps=1000,
-            batch_size=16,
-            seq_len=256,
-            lr=3e-3,
-            warmup_steps=100,
-            weight_decay=0.1,
-            seed=0,
-            description="5-layer char decoder (d_model 128, RoPE): the big model of chapters 01 and 07",
-        ),
-        ZooEntry(
-            name="char-draft",
-            kind="decoder",
-            config=_DRAFT,
-            corpus="pydoc",
-            tokenizer="char",
-            steps=1000,
-            batch_size=16,
-            seq_len=256,
-            lr=3e-3,
-            warmup_steps=100,
-            weight_decay=0.1,
-            seed=0,
-            description="1-layer char decoder (d_model 64), the target's training budget: a cheap draft model",
-        ),
+        _decoder_entry("char-target", _TARGET,
+                       "5-layer char decoder (d_model 128, RoPE): the big model of chapters 01 and 07"),
+        _decoder_entry("char-draft", _DRAFT,
+                       "1-layer char decoder (d_model 64), the target's training budget: a cheap draft model"),
         _ngram_entry("char-ngram", 5, "5-gram counts with interpolated absolute discounting: a draft with no network"),
         _ngram_entry("char-bigram", 2, "baseline: the previous character only"),
         _ngram_entry("char-unigram", 1, "baseline: character frequencies, no context"),
