@@ -39,7 +39,7 @@ test: $(STAMP)
 	$(PY) -m lib.notebooks build
 	MPLBACKEND=Agg OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile tests
 	@# The notebooks' verdicts are re-checked on their own, one at a time, not beside the busy test workers.
-	MPLBACKEND=Agg OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest $(NBVAL) chapters
+	MPLBACKEND=Agg OMP_WAIT_POLICY=PASSIVE BOOK_HEADLESS=1 $(PY) -m pytest $(NBVAL) chapters
 
 lab: notebooks
 	$(VENV)/bin/jupyter lab chapters/

@@ -63,6 +63,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbformat import NotebookNode
 
 from lib.bookmodel import ROOT, Book, Section, load_book
+from lib.widgets import HEADLESS_ENV
 
 __all__ = [
     "BUILD_DIR",
@@ -250,6 +251,7 @@ def kernel_env() -> dict[str, str]:
     # Idle OpenMP threads that spin steal the other core from a busy neighbour (another notebook,
     # a pytest worker): loops of small torch ops then slow down 10-100x. Passive waiting avoids it.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env[HEADLESS_ENV] = "1"  # no browser: lib.widgets.explore draws no sliders (see lib/widgets.py)
     if not torch.cuda.is_available():
         env.setdefault("TRITON_INTERPRET", "1")
     return env

@@ -18,7 +18,7 @@ import sys
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from ipywidgets import IntSlider, interact
+from ipywidgets import IntSlider
 from pydoc_data.topics import topics
 
 import lib
@@ -31,6 +31,7 @@ from lib.models.decoder import CausalSelfAttention, Decoder, DecoderConfig, KVCa
 from lib.models.minilm import MiniLM, load_minilm, mean_pool, minilm_dir
 from lib.models.reference import reference_causal_attention, reference_sentence_embedding
 from lib.train import TrainConfig, bits_per_char, evaluate_lm, train
+from lib.widgets import explore
 from lib.zoo import ZOO, ZooEntry, load
 
 rng = lib.seed_everything(0)  # seeds Python, NumPy and torch; returns a NumPy Generator
@@ -408,7 +409,7 @@ plot_attention()
 # and head; the static book shows the default figure above.
 
 # %%
-interact(plot_attention, layer=IntSlider(int(best_layer), 0, 5), head=IntSlider(int(best_head), 0, 11));
+explore(plot_attention, layer=IntSlider(int(best_layer), 0, 5), head=IntSlider(int(best_head), 0, 11))
 
 # %% [markdown]
 # ### A character model trained in seconds
