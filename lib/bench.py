@@ -144,14 +144,19 @@ class BenchTable:
             cols.append("GB/s")
         if self.flops:
             cols += ["TFLOP/s"] + (["% peak"] if self.peak_tflops else [])
-        lines = [head, "  ".join(f"{c:>14}" for c in cols)]
+        rows = []
         for row, t in zip(self.rows(), self.timings):
-            cells = [t.provider, f"{t.median_ms:.4g}", f"{t.p20_ms:.3g}–{t.p80_ms:.3g}", row["speedup_vs_reference"]]
+            cells = [t.provider, f"{t.median_ms:.4g}", f"{t.p20_ms:.4g}–{t.p80_ms:.4g}", row["speedup_vs_reference"]]
             cells += [row["speedup_vs_best"]] if self.best else []
             cells += [row["gbps"]] if self.bytes_moved else []
             cells += [row["tflops"]] if self.flops else []
             cells += [row["pct_of_peak"]] if self.flops and self.peak_tflops else []
-            lines.append("  ".join(f"{c:>14}" for c in cells))
+            rows.append([str(c) for c in cells])
+        widths = [max(14, *(len(r[i]) for r in rows)) if rows else 14 for i in range(len(cols))]
+        widths[0] = max([len(cols[0])] + [len(r[0]) for r in rows])
+        lines = [head, "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cols, widths)))]
+        for cells in rows:
+            lines.append("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths))))
         return "\n".join(lines)
 
     def show(self) -> None:
@@ -228,7 +233,8 @@ def _load_benchmarks() -> None:
     import lib.benchmarks
 
     for mod in pkgutil.iter_modules(lib.benchmarks.__path__):
-        importlib.import_module(f"lib.benchmarks.{mod.name}")
+        if not mod.name.startswith("_"):  # not __main__, which would run the command line
+            importlib.import_module(f"lib.benchmarks.{mod.name}")
 
 
 def run_registered(device: str, out: Path | None, names: list[str] | None = None) -> list[BenchTable]:
