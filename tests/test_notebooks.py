@@ -201,3 +201,11 @@ def test_a_raising_cell_is_reported_with_its_index(tmp_path: Path) -> None:
         notebooks.build_section(section, build_dir=tmp_path / "build")
     assert notebooks.section_timing(section, tmp_path / "build") is None
     assert notebooks.executed_path(section).is_file()  # kept, to read the error where it happened
+
+
+@by_section
+def test_sliders_go_through_lib_widgets(section: Section) -> None:
+    """``ipywidgets.interact`` can block a headless build for a cell's whole budget (jupyter/nbclient#312):
+    notebooks call :func:`lib.widgets.explore`, which leaves it out of the build and nbval."""
+    text = notebooks.source_path(section).read_text(encoding="utf-8")
+    assert "interact(" not in text.replace("explore(", ""), f"{section.id}: use lib.widgets.explore, not interact"
