@@ -2,8 +2,9 @@
 # # Chapter 07 exercises — faster decoding
 #
 # Small functions from the sections of chapter 07: the speculative-decoding step with its randomness
-# passed in, the law of the number of accepted drafts, Jacobi decoding of a toy chain, and the greedy
-# verification of lookahead decoding. Write the body of each function where it says
+# passed in, the law of the number of accepted drafts, Jacobi decoding of a toy chain, the greedy
+# verification of lookahead decoding, CTC's collapse map, cumulative decays along a draft tree, and
+# the cyclical mask of direct multi-token decoding. Write the body of each function where it says
 # `raise NotImplementedError(...)`, then run the cell below it: `check(...)` calls your function on
 # seeded inputs and prints one line when every case passes, or says which case failed and why.
 #
@@ -175,3 +176,109 @@ def verify_greedy(candidates: np.ndarray, target_argmax: np.ndarray) -> list[int
 
 # %%
 check("07.4a", verify_greedy)
+
+
+# %% [markdown]
+# ## 07.5a — CTC's collapse: from frame labels to text
+#
+# A CTC head labels every frame of the input with a character or with the special **blank**
+# ("no new character here"). Best-path decoding takes the most likely label of each frame, which
+# gives a path such as `h h _ e _ l l _ l o o`, and maps it to text with CTC's collapse map
+# $\mathcal{B}$:
+#
+# 1. merge every run of equal consecutive labels into one label (`l l` → `l`);
+# 2. then drop the blanks.
+#
+# The order matters: `l l _ l` becomes `l _ l` and then `l l` — a blank between two equal labels
+# is how CTC writes a doubled letter. Write `ctc_collapse(ids, blank)` that takes the frame
+# labels (a list of ints, possibly empty) and the blank's id, and returns the collapsed labels as
+# a list of ints. The blank is not always 0.
+
+# %%
+def ctc_collapse(ids: list[int], blank: int) -> list[int]:
+    """CTC's many-to-one map: merge runs of equal labels, then drop blanks. (S,) ints → (L,) ints."""
+    # BEGIN SOLUTION
+    out, previous = [], None
+    for label in ids:
+        if label != previous and label != blank:   # a new run that is not a blank
+            out.append(label)
+        previous = label                           # a blank also ends a run
+    return out
+    # END SOLUTION
+
+
+# %%
+check("07.5a", ctc_collapse)
+
+
+# %% [markdown]
+# ## 07.6a — cumulative decays along a draft tree
+#
+# In Mamba-2 each head forgets with one scalar per token, $h_t = a_t h_{t-1} + B_t x_t^\top$. On a
+# chain, the decay between positions $s \le t$ is $\exp(\mathrm{cum}_t - \mathrm{cum}_s)$ with the
+# prefix sum $\mathrm{cum}_t = \sum_{r \le t} \log a_r$. On a **draft tree** every node continues its
+# own root path, so the prefix sum runs along parents instead:
+#
+# $$\mathrm{cum}(u) = \mathrm{cum}(\pi(u)) + \log a_u, \qquad \mathrm{cum}(\pi(\text{root})) = 0.$$
+#
+# `parents[u]` is the index of $u$'s parent and $-1$ marks the one root. Nodes are **not**
+# necessarily numbered parents-first (a parent may have a larger index than its child).
+# `log_a` has shape `(n,)` or `(n, H)` (one column per head); return `cum` of the same shape,
+# float64. Any correct method is fine: walking up from each node, a memo, or repeating
+# `cum = log_a + cum[parents]` (with 0 for the root's parent) until nothing changes.
+
+# %%
+def tree_cumulative_decay(log_a: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """cum[u] = Σ log_a over the root path of u, u included.
+
+    log_a (n,) or (n, H) float64; parents (n,) ints with one −1 (the root)  →  cum, the shape of log_a.
+    """
+    # BEGIN SOLUTION
+    cum = np.zeros_like(log_a, dtype=np.float64)
+    has_parent = parents >= 0
+    for _ in range(len(parents)):                      # depth ≤ n − 1: n rounds always suffice
+        from_parent = np.where(has_parent.reshape((-1,) + (1,) * (log_a.ndim - 1)),
+                               cum[np.maximum(parents, 0)], 0.0)
+        new = log_a + from_parent                      # nodes of depth < k are exact after k rounds
+        if np.array_equal(new, cum):
+            break
+        cum = new
+    return cum
+    # END SOLUTION
+
+
+# %%
+check("07.6a", tree_cumulative_decay)
+
+
+# %% [markdown]
+# ## 07.7a — the cyclical mask of Direct Multi-Token Decoding
+#
+# DMTD decodes in cycles of $\tau$ tokens. Positions $0, \tau, 2\tau, \dots$ are **anchors**: there
+# the whole network runs, so the early and middle layers see the context up to the anchor. At the
+# $\tau - 1$ positions after an anchor only the late layers run, so the prediction there may use
+# the deep (early/middle-layer) state of the positions **up to its cycle's anchor** and no later:
+#
+# $$C[t, s] = \big(s \le a(t)\big), \qquad a(t) = \tau \left\lfloor t / \tau \right\rfloor .$$
+#
+# Write `cyclical_mask(T, tau)` returning this $(T, T)$ **boolean** NumPy array (row $t$ = the
+# position that predicts, column $s$ = the position whose deep state it may use). Example, $T = 5$,
+# $\tau = 2$: rows 0 and 1 may use column 0 only, rows 2 and 3 columns 0–2, row 4 columns 0–4.
+# Check yourself: the mask is lower triangular (no position uses the future), and for $\tau = 1$
+# it is the ordinary causal mask.
+
+# %%
+def cyclical_mask(T: int, tau: int) -> np.ndarray:
+    """DMTD's cyclical mask: C[t, s] = s ≤ τ·⌊t/τ⌋.
+
+    T ≥ 1 positions, cycle length τ ≥ 1  →  (T, T) bool array.
+    """
+    # BEGIN SOLUTION
+    t = np.arange(T)
+    anchor = t - t % tau                        # (T,) the cycle's anchor of every row
+    return t[None, :] <= anchor[:, None]        # (T, T) column s ≤ anchor of row t
+    # END SOLUTION
+
+
+# %%
+check("07.7a", cyclical_mask)

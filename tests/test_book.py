@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,7 +18,7 @@ def raw() -> dict:
     return yaml.safe_load(BOOK_FILE.read_text())
 
 
-def _write(tmp_path, data) -> "Path":
+def _write(tmp_path: Path, data: dict) -> Path:
     path = tmp_path / "book.yml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     return path

@@ -12,7 +12,7 @@ from lib.bookmodel import ROOT
 from lib.train import bits_per_char
 from lib.zoo import VAL_LOSS_ATOL, ZOO, WEIGHTS_DIR, CorpusChanged, evaluate_entry, get_entry, load
 from lib.zoo.__main__ import table
-from lib.zoo.registry import read_records, weights_path
+from lib.zoo.registry import SPECS, read_records, weights_path
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 DRAFTS = ("char-draft", "char-ngram")
@@ -75,7 +75,7 @@ def test_load_gives_an_ngram_model_that_samples():
 
 
 def test_unknown_name_lists_the_known_ones():
-    known = "char-target, char-draft, char-ngram, char-bigram, char-unigram"
+    known = ", ".join(SPECS)  # every recipe, in registry order (sections add entries)
     with pytest.raises(ValueError, match=f"name: expected one of the zoo's entries {known}, got 'char-huge'"):
         load("char-huge")
 

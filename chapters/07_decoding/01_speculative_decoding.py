@@ -369,7 +369,7 @@ call_times.show()
 t_call = call_times.timing("target, 1 position").median_ms
 cost = {name: call_times.timing(f"{name}, 1 position").median_ms / t_call for name in runs}
 growth = call_times.timing("target, 8 positions").median_ms / t_call
-print(f"\nc = draft step / target call: " + ", ".join(f"{n} {c:.3f}" for n, c in cost.items())
+print("\nc = draft step / target call: " + ", ".join(f"{n} {c:.3f}" for n, c in cost.items())
       + f"; scoring 8 positions costs {growth:.2f} calls")
 
 # %%

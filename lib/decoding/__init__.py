@@ -12,5 +12,14 @@
 * :mod:`lib.decoding.benchmark` — ``benchmark_speculative``: ms/char, calls/char, α̂ and c (07.2);
 * :mod:`lib.decoding.jacobi` — greedy decoding as Jacobi fixed-point iteration, the settle map (07.3);
 * :mod:`lib.decoding.lookahead` and :mod:`lib.decoding.masks` — lookahead decoding: Jacobi
-  trajectories as an n-gram pool verified in the same pass, with explicit masks and positions (07.4).
+  trajectories as an n-gram pool verified in the same pass, with explicit masks and positions (07.4);
+* :mod:`lib.decoding.hybrid` — a CTC fast pass drafts the whole output, the encoder–decoder
+  verifies it in one teacher-forced call and corrects where they disagree, with re-sync; ``HybridStats``
+  and the character error rate (07.5; the model is :mod:`lib.models.seq2seq`, the data
+  :mod:`lib.data.acoustics`);
+* :mod:`lib.decoding.dmtd` — Direct Multi-Token Decoding: late layers emit the in-cycle tokens,
+  cyclical refilling of the early layers' cache, the teacher-forced training flow (07.7).
+
+Tree verification for state-space models (07.6) lives with the recurrent mixers, in
+:mod:`lib.recurrent.tree_decoding`.
 """

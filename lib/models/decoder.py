@@ -648,7 +648,7 @@ class Decoder(nn.Module):
     # -- forward
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits (B, T, V) for token ids (B, T).
+        """Logits (B, T, V) for token ids (B, T): ``head(run_layers(embed(ids), 0, n_layers))``.
 
         With a ``cache``, ``ids`` are the *new* tokens: their positions continue from
         ``cache.length``, they attend to the cached keys and themselves, and the cache is extended
@@ -656,22 +656,64 @@ class Decoder(nn.Module):
         """
         self._check_ids(ids, cache)
         start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + ids.shape[1], device=ids.device)
+        x = self.run_layers(self.embed(ids, start), 0, self.config.n_layers, cache)
+        if cache is not None:
+            cache.advance(ids.shape[1])
+        return self.head(x)
+
+    # -- the layer-split API: forward = head ∘ run_layers(0, L) ∘ embed
+
+    def embed(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The residual stream entering block 0, (B, T, d_model), for ids (B, T) at positions start … start + T − 1.
+
+        ``h⁰ = E[x_t]`` plus ``P[t]`` for learned or sinusoidal positions (RoPE and ALiBi act
+        inside attention instead). ``ids`` are not checked here; :meth:`forward` does that.
+        """
+        positions = self._positions(start, ids.shape[1], ids.device)
         x = self.tok_emb(ids)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
         if self.config.positions == "sinusoidal":
             x = x + self.sinusoids[positions]
+        return x
+
+    def run_layers(self, h: torch.Tensor, first: int, last: int, cache: KVCache | None = None) -> torch.Tensor:
+        """Blocks ``first … last − 1`` applied to the residual stream h (B, T, d_model) → (B, T, d_model).
+
+        The T rows sit at positions ``cache.length …`` (0 … without a cache). Each block writes its
+        keys and values into ``cache`` at those positions; the caller calls ``cache.advance(T)``
+        once every block that shares this cache has run. Separate caches for separate layer
+        ranges may therefore hold different lengths (DMTD's early and late layers, 07.7).
+        """
+        check_tensor("h", h)
+        if h.ndim != 3 or h.shape[-1] != self.config.d_model:
+            raise ValueError(f"h: expected shape (batch, tokens, {self.config.d_model}), got {tuple(h.shape)}")
+        n = self.config.n_layers
+        for name, value in (("first", first), ("last", last)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= n:
+                raise ValueError(f"{name}: expected an int in [0, {n}] (n_layers), got {value!r}")
+        if first > last:
+            raise ValueError(f"last: expected last ≥ first = {first}, got {last}")
+        start = cache.length if cache is not None else 0
+        if start + h.shape[1] > self.config.max_seq_len:
+            raise ValueError(f"h: positions up to {start + h.shape[1]} exceed max_seq_len {self.config.max_seq_len}")
+        positions = self._positions(start, h.shape[1], h.device)
         rope = (self.rope_cos[positions], self.rope_sin[positions]) if self.config.positions == "rope" else None
-        keys = start + ids.shape[1]  # every pass attends to positions [0, start + T)
+        keys = start + h.shape[1]  # every pass attends to positions [0, start + T)
         bias = alibi_bias(self.alibi_slopes, positions, keys) if self.config.positions == "alibi" else None
-        for layer, block in enumerate(self.blocks):
-            x = block(x, rope=rope, bias=bias, cache=cache, layer=layer)
-        if cache is not None:
-            cache.advance(ids.shape[1])
+        for layer in range(first, last):
+            h = self.blocks[layer](h, rope=rope, bias=bias, cache=cache, layer=layer)
+        return h
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) from the last block's output h (B, T, d_model): ``N_f(h) Wᵀ``."""
         if self.norm_f is not None:
-            x = self.norm_f(x)
-        return self.lm_head(x)
+            h = self.norm_f(h)
+        return self.lm_head(h)
+
+    @staticmethod
+    def _positions(start: int, t: int, device: torch.device) -> torch.Tensor:
+        return torch.arange(start, start + t, device=device)
 
     def _attention_layers(self) -> int:
         return self.config.n_layers if self.config.mixer == "attention" else 0

@@ -25,7 +25,11 @@ import numpy as np
 import torch
 
 from lib.data import CharTokenizer, load_corpus, random_batches, train_val_split
+from lib.data.acoustics import acoustic_split
+from lib.decoding.dmtd import DMTDView, finetune_dmtd
 from lib.models.decoder import Decoder, DecoderConfig
+from lib.models.seq2seq import Seq2SeqConfig, asr_validation_loss, train_asr
+from lib.models.ssd_lm import SSDLM, SSDLMConfig
 from lib.ngram import NGramModel
 from lib.seeding import seed_everything
 from lib.train import History, TrainConfig, bits_per_char, evaluate_lm, train
@@ -89,13 +93,24 @@ def validation_loss(entry: ZooEntry, model: Model, val_ids: np.ndarray) -> float
     """Mean cross-entropy of ``model`` on ``val_ids``, in nats per character (see the module docstring)."""
     if entry.kind == "decoder":
         return evaluate_lm(model, val_ids, EVAL_BATCH_SIZE, entry.seq_len)
+    if entry.kind == "ssd":
+        return evaluate_lm(model, val_ids, EVAL_BATCH_SIZE, entry.seq_len)
+    if entry.kind == "dmtd":  # scored under DMTD's information flow with cycles of eval_tau
+        view = DMTDView(model, entry.config["late_layers"], entry.config["taus"], entry.config["eval_tau"])
+        return evaluate_lm(view, val_ids, EVAL_BATCH_SIZE, entry.seq_len)
+    if entry.kind == "seq2seq":  # the decoder on the held-out synthetic utterances (07.5)
+        return asr_validation_loss(model, val_ids, zoo_data(entry.corpus).tokenizer)
     return model.cross_entropy(val_ids)
 
 
 def _train_decoder(entry: ZooEntry, data: ZooData, steps: int, progress: bool | None) -> tuple[Decoder, History]:
     """Seed, build the decoder, train it on random windows of the training split."""
     seed_everything(entry.seed)
-    model = Decoder(DecoderConfig(vocab_size=data.tokenizer.vocab_size, **entry.config))
+    vocab_size = data.tokenizer.vocab_size
+    if entry.kind == "ssd":  # a Mamba-2-style state-space LM (07.6), trained by the same loop
+        model = SSDLM(SSDLMConfig(vocab_size=vocab_size, **entry.config))
+    else:
+        model = Decoder(DecoderConfig(vocab_size=vocab_size, **entry.config))
     batches = random_batches(data.train_ids, entry.batch_size, entry.seq_len, seed=entry.seed)
     config = TrainConfig(
         steps=steps,
@@ -107,6 +122,21 @@ def _train_decoder(entry: ZooEntry, data: ZooData, steps: int, progress: bool | 
         progress=progress,
     )
     history = train(model, batches, config, evaluate=lambda m: validation_loss(entry, m, data.val_ids))
+    return model, history
+
+
+def _finetune_dmtd(entry: ZooEntry, data: ZooData, steps: int, progress: bool | None) -> tuple[Decoder, History]:
+    """Seed, load the committed base decoder, fine-tune it with the DMTD loss (07.7), round it to fp16."""
+    seed_everything(entry.seed)
+    model, _ = load(entry.config["base"])
+    batches = random_batches(data.train_ids, entry.batch_size, entry.seq_len, seed=entry.seed)
+    config = TrainConfig(
+        steps=steps, lr=entry.lr, warmup_steps=entry.warmup_steps, weight_decay=entry.weight_decay,
+        seed=entry.seed, progress=progress,
+    )  # no learning curve: a short run, scored once by build()
+    history = finetune_dmtd(model, batches, entry.config["late_layers"], entry.config["taus"], config)
+    for p in model.parameters():  # the checkpoint stores fp16: score the weights it will hold
+        p.data = p.data.half().float()
     return model, history
 
 
@@ -134,14 +164,26 @@ def build(
     written to ``out/registry.json``.
     """
     entry = get_entry(name)
-    if steps is not None and entry.kind != "decoder":
+    if steps is not None and entry.kind == "ngram":
         steps = None  # counting has no steps
     out = Path(out)
     start = time.perf_counter()
     data = zoo_data(entry.corpus)
     record: dict[str, Any] = {"steps": steps or entry.steps}
-    if entry.kind == "decoder":
+    if entry.kind in ("decoder", "ssd"):
         model, history = _train_decoder(entry, data, steps or entry.steps, progress)
+        params = model.num_parameters()
+        record.update(_training_record(history))
+    elif entry.kind == "dmtd":
+        model, history = _finetune_dmtd(entry, data, steps or entry.steps, progress)
+        params = model.num_parameters()
+        record.update(_training_record(history))
+    elif entry.kind == "seq2seq":
+        seed_everything(entry.seed)
+        config = Seq2SeqConfig(vocab_size=data.tokenizer.vocab_size + 2, **entry.config)
+        train_split = acoustic_split(data.train_ids, data.tokenizer, "train", seed=entry.seed)
+        model, history = train_asr(config, train_split, steps=steps or entry.steps, batch_size=entry.batch_size,
+                                   lr=entry.lr, seed=entry.seed)
         params = model.num_parameters()
         record.update(_training_record(history))
     else:

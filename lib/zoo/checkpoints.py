@@ -19,6 +19,8 @@ import torch
 
 from lib.data import CharTokenizer, tokenizer_from_dict
 from lib.models.decoder import Decoder, DecoderConfig
+from lib.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from lib.models.ssd_lm import SSDLM, SSDLMConfig
 from lib.ngram import NGramModel
 from lib.zoo.registry import WEIGHTS_DIR, ZooEntry, get_entry, weights_path
 
@@ -26,13 +28,19 @@ __all__ = ["FORMAT", "expected_config", "load", "save"]
 
 FORMAT = "zoo-v1"
 
-Model = Decoder | NGramModel
+Model = Decoder | NGramModel | SSDLM
 
 
 def expected_config(entry: ZooEntry, vocab_size: int) -> dict[str, Any]:
     """The full configuration a checkpoint of ``entry`` must carry, for a tokenizer of ``vocab_size``."""
     if entry.kind == "decoder":
         return DecoderConfig(vocab_size=vocab_size, **entry.config).to_dict()
+    if entry.kind == "ssd":
+        return SSDLMConfig(vocab_size=vocab_size, **entry.config).to_dict()
+    if entry.kind == "dmtd":  # a fine-tuned copy of its base decoder
+        return expected_config(get_entry(entry.config["base"]), vocab_size)
+    if entry.kind == "seq2seq":  # the characters, CTC's blank and eos
+        return Seq2SeqConfig(vocab_size=vocab_size + 2, **entry.config).to_dict()
     return dict(entry.config)
 
 
@@ -47,8 +55,10 @@ def save(entry: ZooEntry, model: Model, tokenizer: CharTokenizer, directory: Pat
         "config": expected_config(entry, tokenizer.vocab_size),
         "tokenizer": tokenizer.to_dict(),
     }
-    if entry.kind == "decoder":
+    if entry.kind in ("decoder", "ssd"):
         torch.save({**payload, "state_dict": model.state_dict()}, path)
+    elif entry.kind in ("dmtd", "seq2seq"):  # fp16 halves the file; the build rounds the weights before scoring them
+        torch.save({**payload, "state_dict": {k: v.half() for k, v in model.state_dict().items()}}, path)
     else:
         path.write_text(json.dumps({**payload, "model": model.to_dict()}))
     return path
@@ -60,7 +70,7 @@ def _read(path: Path, entry: ZooEntry, directory: Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path}: no checkpoint for zoo entry {entry.name!r}; build it with: {entry.build_command(directory)}"
         )
-    if entry.kind == "decoder":
+    if entry.kind in ("decoder", "dmtd", "ssd", "seq2seq"):
         payload = torch.load(path, map_location="cpu", weights_only=True)
     else:
         payload = json.loads(path.read_text())
@@ -101,8 +111,13 @@ def load(name: str, directory: Path | str = WEIGHTS_DIR) -> tuple[Model, CharTok
     payload = _read(path, entry, directory)
     tokenizer = tokenizer_from_dict(payload["tokenizer"])
     _check_against_entry(path, payload, entry, tokenizer.vocab_size, directory)
-    if entry.kind == "decoder":
-        return Decoder.from_state(payload["config"], payload["state_dict"]).eval(), tokenizer
+    if entry.kind == "seq2seq":
+        return Seq2Seq.from_state(payload["config"], payload["state_dict"]).eval(), tokenizer
+    if entry.kind == "ssd":
+        return SSDLM.from_state(payload["config"], payload["state_dict"]).eval(), tokenizer
+    if entry.kind in ("decoder", "dmtd"):
+        state = {k: v.float() for k, v in payload["state_dict"].items()}
+        return Decoder.from_state(payload["config"], state).eval(), tokenizer
     model = NGramModel.from_dict(payload["model"])
     stored = (model.n, model.discount, model.vocab_size)
     if stored != (entry.config["n"], entry.config["discount"], tokenizer.vocab_size):

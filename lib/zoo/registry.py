@@ -42,6 +42,14 @@ class ZooEntry:
     rest of :class:`lib.train.TrainConfig` keeps its defaults). ``val_loss_nats`` is the
     mean cross-entropy over the validation split, ``val_bpc`` the same in bits per character,
     ``params`` the trainable parameters (for an n-gram model: the stored n-gram counts).
+    Kind ``"ssd"`` is :class:`lib.models.ssd_lm.SSDLM` (``config`` holds its
+    :class:`~lib.models.ssd_lm.SSDLMConfig` fields except ``vocab_size``), trained like a decoder.
+    Kind ``"dmtd"`` is a decoder fine-tuned for Direct Multi-Token Decoding (07.7): ``config``
+    names its ``base`` entry, ``late_layers``, the cycle lengths ``taus`` it trains on (one drawn
+    per batch) and ``eval_tau``, the cycle of its recorded validation loss.
+    Kind ``"seq2seq"`` is :class:`lib.models.seq2seq.Seq2Seq`, an encoder–decoder with a CTC head
+    trained on synthetic acoustics (07.5; ``config`` holds its config fields except ``vocab_size``);
+    its validation loss is the decoder's cross-entropy per character on the held-out utterances.
     """
 
     name: str
@@ -91,8 +99,36 @@ def _decoder_entry(name: str, config: dict, description: str) -> ZooEntry:
     )
 
 
+def _dmtd_entry(name: str, late_layers: int, description: str) -> ZooEntry:
+    """char-target fine-tuned with the DMTD loss: 600 AdamW steps of 8 windows of 128, τ ∈ {2, 3, 4} per batch."""
+    return ZooEntry(
+        name=name, kind="dmtd", config=dict(base="char-target", late_layers=late_layers, taus=[2, 3, 4], eval_tau=4),
+        corpus="pydoc", tokenizer="char", steps=600, batch_size=8, seq_len=128, lr=2e-3, warmup_steps=30,
+        weight_decay=0.1, seed=0, description=description,
+    )
+
+
+def _ssd_entry(name: str, config: dict, description: str) -> ZooEntry:
+    """A Mamba-2-style char LM (07.6): 700 AdamW steps of 16 windows of 128 characters, scored on windows of 128."""
+    return ZooEntry(
+        name=name, kind="ssd", config=config, corpus="pydoc", tokenizer="char", steps=700, batch_size=16,
+        seq_len=128, lr=3e-3, warmup_steps=60, weight_decay=0.1, seed=0, description=description,
+    )
+
+
+_SSD = dict(d_model=128, n_layers=2, d_state=16, n_heads=4, expand=2, d_conv=4, mlp_ratio=2)
 _TARGET = dict(d_model=128, n_layers=5, n_heads=4, max_seq_len=256)
 _DRAFT = dict(d_model=64, n_layers=1, n_heads=4, max_seq_len=256)
+
+def _asr_entry(name: str, config: dict, description: str) -> ZooEntry:
+    """An encoder–decoder + CTC head on synthetic acoustics over pydoc lines (07.5): batches of 32 utterances."""
+    return ZooEntry(
+        name=name, kind="seq2seq", config=config, corpus="pydoc", tokenizer="char", steps=1200, batch_size=32,
+        seq_len=60, lr=3e-3, warmup_steps=120, weight_decay=0.01, seed=0, description=description,
+    )
+
+
+_ASR = dict(n_features=16, d_model=96, n_heads=4, enc_layers=2, dec_layers=2, d_ff=192, max_frames=192, max_tokens=64)
 
 SPECS: dict[str, ZooEntry] = {
     spec.name: spec
@@ -104,6 +140,10 @@ SPECS: dict[str, ZooEntry] = {
         _ngram_entry("char-ngram", 5, "5-gram counts with interpolated absolute discounting: a draft with no network"),
         _ngram_entry("char-bigram", 2, "baseline: the previous character only"),
         _ngram_entry("char-unigram", 1, "baseline: character frequencies, no context"),
+        _ssd_entry("char-ssd", _SSD, "2-layer Mamba-2-style char LM (d_model 128, N = 16, conv 4): the SSM of 07.6"),
+        _dmtd_entry("char-target-dmtd1", 1, "char-target fine-tuned for DMTD, 1 late layer (07.7); val loss at τ = 4"),
+        _dmtd_entry("char-target-dmtd2", 2, "char-target fine-tuned for DMTD, 2 late layers (07.7); val loss at τ = 4"),
+        _asr_entry("asr-hybrid", _ASR, "2+2-layer encoder–decoder (d_model 96) + CTC head on synthetic acoustics (07.5)"),
     ]
 }
 """The recipes, in the order ``python -m lib.zoo list`` shows them."""
@@ -138,4 +178,4 @@ def get_entry(name: str, directory: Path = WEIGHTS_DIR) -> ZooEntry:
 
 def weights_path(entry: ZooEntry, directory: Path = WEIGHTS_DIR) -> Path:
     """Where ``entry``'s checkpoint lives: ``NAME.pt`` for a decoder, ``NAME.json`` for counts."""
-    return Path(directory) / f"{entry.name}.{'pt' if entry.kind == 'decoder' else 'json'}"
+    return Path(directory) / f"{entry.name}.{'json' if entry.kind == 'ngram' else 'pt'}"
