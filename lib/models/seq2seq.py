@@ -352,12 +352,14 @@ class _TeacherForced(nn.Module):
         return self.model(*batch)
 
 
-def train_seq2seq(model: Seq2Seq, split: AcousticSplit, *, steps: int, batch_size: int, lr: float, seed: int) -> History:
-    """Train encoder and decoder on next-character cross-entropy (:func:`lib.train.train`).
-
-    10 % warm-up, cosine decay, weight decay 0.01; the CTC head is not touched.
-    """
-    config = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 10), weight_decay=0.01, seed=seed, progress=False)
+def train_seq2seq(
+    model: Seq2Seq, split: AcousticSplit, *, steps: int, batch_size: int, lr: float, warmup_steps: int,
+    weight_decay: float, seed: int,
+) -> History:
+    """Train encoder and decoder on next-character cross-entropy (:func:`lib.train.train`): warm-up,
+    cosine decay, AdamW; the CTC head is not touched."""
+    config = TrainConfig(steps=steps, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay, seed=seed,
+                         progress=False)
     return train(_TeacherForced(model), _batches(split, model.config.vocab, batch_size, seed), config)
 
 
@@ -365,7 +367,10 @@ CTC_LR = 1e-2
 """Peak learning rate of the CTC head (a single linear layer tolerates a large one)."""
 
 
-def train_asr(config: Seq2SeqConfig, split: AcousticSplit, *, steps: int, batch_size: int, lr: float, seed: int) -> tuple[Seq2Seq, History]:
+def train_asr(
+    config: Seq2SeqConfig, split: AcousticSplit, *, steps: int, batch_size: int, lr: float, warmup_steps: int,
+    weight_decay: float, seed: int,
+) -> tuple[Seq2Seq, History]:
     """The zoo's recipe: ``steps`` encoder–decoder steps on cross-entropy (:func:`train_seq2seq`),
     then the fast decoder: ``max(1, steps // 3)`` steps of the CTC head alone on the **frozen**
     encoder. The weights end rounded to fp16, the precision the checkpoint keeps.
@@ -378,7 +383,8 @@ def train_asr(config: Seq2SeqConfig, split: AcousticSplit, *, steps: int, batch_
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        history = train_seq2seq(model, split, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+        history = train_seq2seq(model, split, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                                weight_decay=weight_decay, seed=seed)
         train_ctc_head(model, split, steps=max(1, steps // 3), batch_size=batch_size, lr=CTC_LR, seed=seed)
     finally:
         torch.set_num_threads(threads)

@@ -28,7 +28,7 @@ from lib.data import CharTokenizer, load_corpus, random_batches, train_val_split
 from lib.data.acoustics import acoustic_split
 from lib.decoding.dmtd import DMTDView, finetune_dmtd
 from lib.models.decoder import Decoder, DecoderConfig
-from lib.models.seq2seq import Seq2SeqConfig, asr_validation_loss, train_asr
+from lib.models.seq2seq import Seq2Seq, Seq2SeqConfig, asr_validation_loss, train_asr
 from lib.models.ssd_lm import SSDLM, SSDLMConfig
 from lib.ngram import NGramModel
 from lib.seeding import seed_everything
@@ -91,9 +91,7 @@ def zoo_data(corpus: str) -> ZooData:
 
 def validation_loss(entry: ZooEntry, model: Model, val_ids: np.ndarray) -> float:
     """Mean cross-entropy of ``model`` on ``val_ids``, in nats per character (see the module docstring)."""
-    if entry.kind == "decoder":
-        return evaluate_lm(model, val_ids, EVAL_BATCH_SIZE, entry.seq_len)
-    if entry.kind == "ssd":
+    if entry.kind in ("decoder", "ssd"):
         return evaluate_lm(model, val_ids, EVAL_BATCH_SIZE, entry.seq_len)
     if entry.kind == "dmtd":  # scored under DMTD's information flow with cycles of eval_tau
         view = DMTDView(model, entry.config["late_layers"], entry.config["taus"], entry.config["eval_tau"])
@@ -140,6 +138,19 @@ def _finetune_dmtd(entry: ZooEntry, data: ZooData, steps: int, progress: bool | 
     return model, history
 
 
+def _train_seq2seq(entry: ZooEntry, data: ZooData, steps: int, progress: bool | None) -> tuple[Seq2Seq, History]:
+    """Seed, synthesize the training utterances, train the encoder–decoder and then its CTC head (07.5)."""
+    seed_everything(entry.seed)
+    config = Seq2SeqConfig(vocab_size=data.tokenizer.vocab_size + 2, **entry.config)
+    split = acoustic_split(data.train_ids, data.tokenizer, "train", seed=entry.seed)
+    return train_asr(config, split, steps=steps, batch_size=entry.batch_size, lr=entry.lr,
+                     warmup_steps=entry.warmup_steps, weight_decay=entry.weight_decay, seed=entry.seed)
+
+
+TRAINERS = {"decoder": _train_decoder, "ssd": _train_decoder, "dmtd": _finetune_dmtd, "seq2seq": _train_seq2seq}
+"""How each kind of network is trained: ``(entry, data, steps, progress) -> (model, History)``."""
+
+
 def _training_record(history: History) -> dict[str, Any]:
     return {
         "final_train_loss": history.train_loss[-1],
@@ -170,20 +181,8 @@ def build(
     start = time.perf_counter()
     data = zoo_data(entry.corpus)
     record: dict[str, Any] = {"steps": steps or entry.steps}
-    if entry.kind in ("decoder", "ssd"):
-        model, history = _train_decoder(entry, data, steps or entry.steps, progress)
-        params = model.num_parameters()
-        record.update(_training_record(history))
-    elif entry.kind == "dmtd":
-        model, history = _finetune_dmtd(entry, data, steps or entry.steps, progress)
-        params = model.num_parameters()
-        record.update(_training_record(history))
-    elif entry.kind == "seq2seq":
-        seed_everything(entry.seed)
-        config = Seq2SeqConfig(vocab_size=data.tokenizer.vocab_size + 2, **entry.config)
-        train_split = acoustic_split(data.train_ids, data.tokenizer, "train", seed=entry.seed)
-        model, history = train_asr(config, train_split, steps=steps or entry.steps, batch_size=entry.batch_size,
-                                   lr=entry.lr, seed=entry.seed)
+    if entry.kind in TRAINERS:
+        model, history = TRAINERS[entry.kind](entry, data, steps or entry.steps, progress)
         params = model.num_parameters()
         record.update(_training_record(history))
     else:

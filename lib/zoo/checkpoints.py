@@ -1,17 +1,22 @@
 """Reading and writing the zoo's checkpoint files, checked against the entry's recipe.
 
-A decoder checkpoint ``NAME.pt`` is a ``torch.save`` of a plain dict (readable with
+A network's checkpoint ``NAME.pt`` is a ``torch.save`` of a plain dict (readable with
 ``weights_only=True``); an n-gram checkpoint ``NAME.json`` is the same dict in JSON. Both hold::
 
-    {"format": "zoo-v1", "name": ..., "kind": "decoder" | "ngram",
-     "config": {...},                 # the full DecoderConfig dict, or {"n": ..., "discount": ...}
+    {"format": "zoo-v1", "name": ..., "kind": "decoder" | "ssd" | "dmtd" | "seq2seq" | "ngram",
+     "config": {...},                 # the model's full config dict, or {"n": ..., "discount": ...}
      "tokenizer": {...},              # CharTokenizer.to_dict()
-     "state_dict": {...} | "model": {...}}   # Decoder weights, or NGramModel.to_dict()
+     "state_dict": {...} | "model": {...}}   # the network's weights, or NGramModel.to_dict()
+
+:data:`NETWORKS` says, per kind of network, which class it is, which full config a checkpoint must
+carry, and whether its weights are stored in fp16.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +29,38 @@ from lib.models.ssd_lm import SSDLM, SSDLMConfig
 from lib.ngram import NGramModel
 from lib.zoo.registry import WEIGHTS_DIR, ZooEntry, get_entry, weights_path
 
-__all__ = ["FORMAT", "expected_config", "load", "save"]
+__all__ = ["FORMAT", "NETWORKS", "Network", "expected_config", "load", "save"]
 
 FORMAT = "zoo-v1"
 
-Model = Decoder | NGramModel | SSDLM
+Model = Decoder | NGramModel | SSDLM | Seq2Seq
+
+
+@dataclass(frozen=True)
+class Network:
+    """How the zoo stores one kind of network: its class (with ``from_state(config, state_dict)``),
+    the full config a checkpoint carries (from the entry and the tokenizer's size), fp16 or fp32 weights."""
+
+    model: type
+    config: Callable[[ZooEntry, int], dict[str, Any]]
+    fp16: bool = False
+
+
+NETWORKS: dict[str, Network] = {
+    "decoder": Network(Decoder, lambda entry, v: DecoderConfig(vocab_size=v, **entry.config).to_dict()),
+    "ssd": Network(SSDLM, lambda entry, v: SSDLMConfig(vocab_size=v, **entry.config).to_dict()),
+    # a fine-tuned copy of its base decoder; fp16 halves the file (the build scores the rounded weights)
+    "dmtd": Network(Decoder, lambda entry, v: expected_config(get_entry(entry.config["base"]), v), fp16=True),
+    # the characters plus CTC's blank and eos
+    "seq2seq": Network(Seq2Seq, lambda entry, v: Seq2SeqConfig(vocab_size=v + 2, **entry.config).to_dict(), fp16=True),
+}
+"""Every kind of zoo entry that is a torch network (the other kind, ``"ngram"``, is counts in JSON)."""
 
 
 def expected_config(entry: ZooEntry, vocab_size: int) -> dict[str, Any]:
     """The full configuration a checkpoint of ``entry`` must carry, for a tokenizer of ``vocab_size``."""
-    if entry.kind == "decoder":
-        return DecoderConfig(vocab_size=vocab_size, **entry.config).to_dict()
-    if entry.kind == "ssd":
-        return SSDLMConfig(vocab_size=vocab_size, **entry.config).to_dict()
-    if entry.kind == "dmtd":  # a fine-tuned copy of its base decoder
-        return expected_config(get_entry(entry.config["base"]), vocab_size)
-    if entry.kind == "seq2seq":  # the characters, CTC's blank and eos
-        return Seq2SeqConfig(vocab_size=vocab_size + 2, **entry.config).to_dict()
+    if entry.kind in NETWORKS:
+        return NETWORKS[entry.kind].config(entry, vocab_size)
     return dict(entry.config)
 
 
@@ -55,10 +75,11 @@ def save(entry: ZooEntry, model: Model, tokenizer: CharTokenizer, directory: Pat
         "config": expected_config(entry, tokenizer.vocab_size),
         "tokenizer": tokenizer.to_dict(),
     }
-    if entry.kind in ("decoder", "ssd"):
-        torch.save({**payload, "state_dict": model.state_dict()}, path)
-    elif entry.kind in ("dmtd", "seq2seq"):  # fp16 halves the file; the build rounds the weights before scoring them
-        torch.save({**payload, "state_dict": {k: v.half() for k, v in model.state_dict().items()}}, path)
+    if entry.kind in NETWORKS:
+        state = model.state_dict()
+        if NETWORKS[entry.kind].fp16:
+            state = {k: v.half() for k, v in state.items()}
+        torch.save({**payload, "state_dict": state}, path)
     else:
         path.write_text(json.dumps({**payload, "model": model.to_dict()}))
     return path
@@ -70,7 +91,7 @@ def _read(path: Path, entry: ZooEntry, directory: Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path}: no checkpoint for zoo entry {entry.name!r}; build it with: {entry.build_command(directory)}"
         )
-    if entry.kind in ("decoder", "dmtd", "ssd", "seq2seq"):
+    if entry.kind in NETWORKS:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     else:
         payload = json.loads(path.read_text())
@@ -111,13 +132,9 @@ def load(name: str, directory: Path | str = WEIGHTS_DIR) -> tuple[Model, CharTok
     payload = _read(path, entry, directory)
     tokenizer = tokenizer_from_dict(payload["tokenizer"])
     _check_against_entry(path, payload, entry, tokenizer.vocab_size, directory)
-    if entry.kind == "seq2seq":
-        return Seq2Seq.from_state(payload["config"], payload["state_dict"]).eval(), tokenizer
-    if entry.kind == "ssd":
-        return SSDLM.from_state(payload["config"], payload["state_dict"]).eval(), tokenizer
-    if entry.kind in ("decoder", "dmtd"):
-        state = {k: v.float() for k, v in payload["state_dict"].items()}
-        return Decoder.from_state(payload["config"], state).eval(), tokenizer
+    if entry.kind in NETWORKS:
+        state = {k: v.float() for k, v in payload["state_dict"].items()}  # fp16 files compute in fp32
+        return NETWORKS[entry.kind].model.from_state(payload["config"], state).eval(), tokenizer
     model = NGramModel.from_dict(payload["model"])
     stored = (model.n, model.discount, model.vocab_size)
     if stored != (entry.config["n"], entry.config["discount"], tokenizer.vocab_size):
