@@ -345,8 +345,9 @@ for name, r in results.items():
 #   of a table look-up. A draft *step* here includes building a tensor, the sampling transform and
 #   a multinomial draw, so it costs about a tenth of a target call even for the 5-gram model, and
 #   a fifth for the one-layer decoder. On a CPU, overhead per operation sets the cost, not FLOPs.
-# * **The speed-up** is modest: about 1.5× with the 5-gram draft at γ around 4–6, and little or
-#   nothing with the one-layer decoder, whose α is no higher and whose steps cost more. The
+# * **The speed-up** depends on the draft: 1.5–2.2× with the 5-gram draft at γ around 4–6 (the
+#   range of our runs on shared machines), and 1.0–1.3× with the one-layer decoder, whose α is no
+#   higher and whose steps cost more. The
 #   prediction S(α̂, γ, c) is too optimistic, for two reasons the latency model names. Scoring
 #   γ + 1 positions costs more than one call here (the benchmark below measures 1.1–1.5 calls
 #   for 3 to 9 positions), and each round adds verification and bookkeeping. The paper's setup is the regime
