@@ -30,6 +30,7 @@ from lib.decoding.reference import (
 )
 from lib.decoding.sampling import sampling_transform
 from lib.decoding.speculative import SpecStats, acceptance_on_text, speculative_generate, speculative_step
+from lib.decoding.toy import MUTANTS, CachedMarkovLM, MarkovLM
 from lib.exercises.ch07_decoding.speculative import check_speculative_step
 from lib.models.decoder import sample_next_token
 from lib.exercises.generate import master_function
@@ -245,6 +246,29 @@ def test_draft_equal_to_target_accepts_every_draft(zoo):
     assert stats.accepted == stats.gammas and out.shape == (len(PROMPTS[1]) + 60,)
     assert stats.tokens_per_call(5) == 6.0 and stats.alpha() == pytest.approx(1.0)
     assert stats.predicted_tokens_per_call(5) == pytest.approx(6.0)
+    assert stats.ratio_predicted_tokens_per_call(5) == pytest.approx(6.0)
+
+
+def test_ratio_log_prediction_is_unbiased():
+    """Toy Markov chains, 3,000 rounds at γ = 4: measured tokens per call minus the ratio-log
+    expectation must average zero within 4 standard errors (an unbiased estimate: given the drafts,
+    each survives with probability r_i on its own uniform). Float64 toys, so no rounding enters."""
+    target, draft = CachedMarkovLM(MarkovLM(2, 6, seed=3)), CachedMarkovLM(MarkovLM(1, 6, seed=4))
+    stats = SpecStats()
+    generator = torch.Generator().manual_seed(8)
+    for _ in range(60):
+        speculative_generate(target, draft, torch.tensor([1, 2]), gamma=4, max_new=251, generator=generator, stats=stats)
+    residuals = stats.ratio_residuals(4)
+    assert len(residuals) > 2_000 and all(len(r) == g for r, g in zip(stats.ratios, stats.gammas))
+    assert abs(residuals.mean()) < 4 * residuals.std(ddof=1) / np.sqrt(len(residuals))
+    assert stats.ratio_predicted_tokens_per_call(4) == pytest.approx(stats.tokens_per_call(4) - residuals.mean())
+    # A rule that judges with the inverted ratio min(1, q/p) accepts at other rates: the z-test sees it.
+    broken = SpecStats()
+    for _ in range(60):
+        speculative_generate(target, draft, torch.tensor([1, 2]), gamma=4, max_new=251, generator=generator,
+                             stats=broken, verify=MUTANTS["(b) inverted ratio min(1, q/p)"])
+    residuals = broken.ratio_residuals(4)
+    assert abs(residuals.mean()) > 8 * residuals.std(ddof=1) / np.sqrt(len(residuals))
 
 
 def test_decoder_as_its_own_draft_accepts_every_greedy_draft(zoo):

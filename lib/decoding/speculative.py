@@ -90,7 +90,9 @@ class SpecStats:
     """What :func:`speculative_generate` logs, one entry per round (one target call each).
 
     ``gammas[r]`` drafts were proposed in round r (γ, or fewer at the end), ``accepted[r]`` of them
-    kept, ``betas[r]`` the β_i = Σ_x min(p_i(x), q_i(x)) of each drafted position (γ_r,);
+    kept, ``betas[r]`` the β_i = Σ_x min(p_i(x), q_i(x)) of each drafted position (γ_r,),
+    ``ratios[r]`` the acceptance probabilities r_i = min(1, p_i(x̃_i)/q_i(x̃_i)) of the drafted tokens
+    themselves (γ_r,; positions after a rejection included: the target scored them anyway);
     ``draft_seconds`` / ``target_seconds`` the time spent in draft steps and in the target call
     (its sampling transform and the verification included). The target's prompt pass is logged
     apart (``prefill_seconds``).
@@ -99,6 +101,7 @@ class SpecStats:
     gammas: list[int] = field(default_factory=list)
     accepted: list[int] = field(default_factory=list)
     betas: list[np.ndarray] = field(default_factory=list)
+    ratios: list[np.ndarray] = field(default_factory=list)
     draft_seconds: list[float] = field(default_factory=list)
     target_seconds: list[float] = field(default_factory=list)
     prefill_seconds: float = 0.0
@@ -131,6 +134,27 @@ class SpecStats:
         rounds = self._rounds(gamma)
         preds = [expected_tokens_from_betas(self.betas[r]) for r in rounds]
         return float(np.mean(preds)) if preds else float("nan")
+
+    def ratio_predicted_tokens_per_call(self, gamma: int | None = None) -> float:
+        """The ratio-log prediction: the mean over rounds of Σ_{k=0}^{γ_r} Π_{i≤k} r_{r,i}.
+
+        Given the drafted tokens, draft i survives with probability r_i independently of the others
+        (its uniform is fresh), so P(N ≥ k | drafts) = Π_{i≤k} r_i exactly and each round's term is
+        E[N + 1 | drafts]: an unbiased estimate of tokens per call, with the uniforms' noise averaged
+        out. (The β-log prediction is not unbiased: β_{i+1} depends on the draft x̃_i that r_i judged.)
+        """
+        rounds = self._rounds(gamma)
+        preds = [expected_tokens_from_betas(self.ratios[r]) for r in rounds]
+        return float(np.mean(preds)) if preds else float("nan")
+
+    def ratio_residuals(self, gamma: int | None = None) -> np.ndarray:
+        """Per round, emitted tokens minus the ratio-log expectation, (n_r + 1) − Σ_k Π_{i≤k} r_{r,i} → (rounds,).
+
+        Mean zero for a correct rule (see :meth:`ratio_predicted_tokens_per_call`); its standard
+        error turns "measured ≈ predicted" into a z-test.
+        """
+        rounds = self._rounds(gamma)
+        return np.array([self.accepted[r] + 1 - expected_tokens_from_betas(self.ratios[r]) for r in rounds])
 
     def cost_ratio(self) -> float:
         """Measured c: seconds per draft step / seconds per round's target call (nan before any draft step)."""
@@ -174,6 +198,12 @@ def _check_generate_args(target: Any, draft: Any, prompt: Any, gamma: Any, max_n
 def _overlap(p: torch.Tensor, q: torch.Tensor) -> np.ndarray:
     """β = Σ_x min(p(x), q(x)) per row, (…, V) → float64 (…); clipped to 1 against float32 rounding."""
     return torch.minimum(p, q).sum(-1).clamp_(max=1.0).double().numpy()
+
+
+def _acceptance(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor) -> np.ndarray:
+    """r_i = min(1, p_i(x̃_i) / q_i(x̃_i)) for rows p, q (γ, V) and drafts (γ,) → float64 (γ,)."""
+    rows = torch.arange(len(drafts))
+    return (p[rows, drafts].double() / q[rows, drafts].double()).clamp_(max=1.0).numpy()
 
 
 def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
@@ -249,6 +279,7 @@ def speculative_generate(
         stats.gammas.append(gamma_r)
         stats.accepted.append(len(emitted) - 1)
         stats.betas.append(_overlap(p_rows[:gamma_r], q_rows))
+        stats.ratios.append(_acceptance(p_rows[:gamma_r], q_rows, drafts))
         shared = len(seq) + len(emitted) - 1  # the sequence up to the new last token
         target_cache.truncate(shared)
         draft_cache.truncate(min(draft_cache.length, shared))
