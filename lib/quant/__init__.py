@@ -1,0 +1,1 @@
+"""Chapter 10 — quantization: number formats, scales, packing (see :mod:`lib.quant.formats`)."""
