@@ -23,6 +23,7 @@ __all__ = [
     "check_positive_int",
     "check_same_device",
     "check_same_shape",
+    "check_sampling",
     "check_seed",
     "check_tensor",
 ]
@@ -108,3 +109,13 @@ def check_seed(seed: Any) -> None:
     """Raise unless ``seed`` is a non-negative int, as :func:`numpy.random.default_rng` takes it."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+
+
+def check_sampling(temperature: Any, top_k: Any, top_p: Any) -> None:
+    """Raise a one-line ``ValueError`` naming ``temperature`` (≥ 0), ``top_k`` (int ≥ 1) or ``top_p`` ((0, 1])."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise ValueError(f"temperature: expected a number ≥ 0 (0 is greedy), got {temperature!r}")
+    if top_k is not None:
+        check_positive_int("top_k", top_k)
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p: expected a number in (0, 1], got {top_p!r}")

@@ -19,7 +19,7 @@ import torch
 from lib.ngram import NGramModel
 from lib.validation import check_dtype, check_ndim, check_positive_int, check_tensor
 
-__all__ = ["ContextCache", "CountDraft", "CountDraftConfig", "check_context_ids", "count_draft"]
+__all__ = ["ContextCache", "ContextModel", "CountDraft", "CountDraftConfig", "check_context_ids", "count_draft"]
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,38 @@ def check_context_ids(ids: Any, cache: ContextCache, max_seq_len: int) -> None:
         raise ValueError(f"ids: context of {cache.length + ids.shape[1]} tokens exceeds max_seq_len {max_seq_len}")
 
 
-class CountDraft:
-    """An :class:`~lib.ngram.NGramModel` with the Decoder protocol (batch 1).
+class ContextModel:
+    """The Decoder protocol (batch 1) for a model whose next row depends only on the tokens so far.
+
+    The cache is the context itself (:class:`ContextCache`); a call on ``ids (1, t)`` appends the
+    tokens one by one and stacks the row after each. Subclasses set ``config`` (``vocab_size``,
+    ``max_seq_len``) and give :meth:`logits_after`.
+    """
+
+    config: Any
+
+    def logits_after(self, tokens: list[int]) -> torch.Tensor:
+        """The logits (V,) of the next token after the whole context ``tokens``."""
+        raise NotImplementedError
+
+    def new_cache(self, batch_size: int) -> ContextCache:
+        """An empty context; these models decode one sequence at a time."""
+        if batch_size != 1:
+            raise ValueError(f"batch_size: expected 1 ({type(self).__name__} decodes one sequence), got {batch_size!r}")
+        return ContextCache()
+
+    def __call__(self, ids: torch.Tensor, cache: ContextCache) -> torch.Tensor:
+        """Logits after each new token: ids (1, t) → (1, t, V); extends the cache."""
+        check_context_ids(ids, cache, self.config.max_seq_len)
+        rows = []
+        for token in ids[0].tolist():
+            cache.tokens.append(token)
+            rows.append(self.logits_after(cache.tokens))
+        return torch.stack(rows)[None]
+
+
+class CountDraft(ContextModel):
+    """An :class:`~lib.ngram.NGramModel` with the Decoder protocol (batch 1): logits ln P(· | context), float32.
 
     A row depends only on the last n − 1 tokens, and text repeats its short contexts, so each
     row is computed once and kept (an LRU memo of ``memo_size`` contexts): a step is then one
@@ -79,20 +109,9 @@ class CountDraft:
         """ln P(· | context) as float32 (V,), for the last n − 1 tokens ``context``."""
         return torch.from_numpy(np.log(self.model.next_distribution(context))).float()
 
-    def new_cache(self, batch_size: int) -> ContextCache:
-        """An empty context; count drafts decode one sequence at a time."""
-        if batch_size != 1:
-            raise ValueError(f"batch_size: expected 1 (a count draft decodes one sequence), got {batch_size!r}")
-        return ContextCache()
-
-    def __call__(self, ids: torch.Tensor, cache: ContextCache) -> torch.Tensor:
-        """ln P(· | context up to each new token): ids (1, t) → float32 logits (1, t, V); extends the cache."""
-        check_context_ids(ids, cache, self.config.max_seq_len)
-        rows = []
-        for token in ids[0].tolist():
-            cache.tokens.append(token)
-            rows.append(self._row(tuple(cache.tokens[max(0, cache.length - self.model.n + 1):])))
-        return torch.stack(rows)[None]
+    def logits_after(self, tokens: list[int]) -> torch.Tensor:
+        """ln P(· | the last n − 1 tokens), memoised."""
+        return self._row(tuple(tokens[max(0, len(tokens) - self.model.n + 1):]))
 
 
 def count_draft(model: NGramModel, max_seq_len: int = 4096) -> CountDraft:

@@ -12,23 +12,11 @@ and T = 0 gives the one-hot row of the argmax (greedy decoding).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from lib.validation import check_floating_tensor, check_positive_int
+from lib.validation import check_floating_tensor, check_sampling
 
 __all__ = ["check_sampling", "sampling_transform"]
-
-
-def check_sampling(temperature: Any, top_k: Any, top_p: Any) -> None:
-    """Raise a one-line ``ValueError`` naming ``temperature`` (≥ 0), ``top_k`` (int ≥ 1) or ``top_p`` ((0, 1])."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(f"temperature: expected a number ≥ 0 (0 is greedy), got {temperature!r}")
-    if top_k is not None:
-        check_positive_int("top_k", top_k)
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p: expected a number in (0, 1], got {top_p!r}")
 
 
 def _keep_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:

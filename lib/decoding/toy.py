@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from lib.decoding.drafts import ContextCache, check_context_ids
+from lib.decoding.drafts import ContextModel
 from lib.decoding.reference import inverse_cdf, residual
 from lib.decoding.speculative import SpecStats, Verifier, speculative_generate, speculative_step
 from lib.validation import check_positive_int, check_seed
@@ -88,7 +88,7 @@ class ToyConfig:
     max_seq_len: int
 
 
-class CachedMarkovLM:
+class CachedMarkovLM(ContextModel):
     """A :class:`MarkovLM` with the Decoder protocol (batch 1): logits = ln p in float64.
 
     The cache (:class:`~lib.decoding.drafts.ContextCache`) holds the tokens fed so far; a call on
@@ -107,21 +107,10 @@ class CachedMarkovLM:
         """p(· | prefix), shape (V,) float64 (the underlying chain's row)."""
         return self.lm.next_probs(prefix)
 
-    def new_cache(self, batch_size: int) -> ContextCache:
-        """An empty context; the toy decodes one sequence at a time."""
-        if batch_size != 1:
-            raise ValueError(f"batch_size: expected 1 (the toy decodes one sequence), got {batch_size!r}")
-        return ContextCache()
-
-    def __call__(self, ids: torch.Tensor, cache: ContextCache) -> torch.Tensor:
-        """ln p(· | context up to each new token): ids (1, t) → float64 logits (1, t, V); extends the cache."""
-        check_context_ids(ids, cache, self.config.max_seq_len)
-        rows = []
-        for token in ids[0].tolist():
-            cache.tokens.append(token)
-            rows.append(self.lm.next_probs(cache.tokens))
+    def logits_after(self, tokens: list[int]) -> torch.Tensor:
+        """ln p(· | tokens) in float64; a zero probability becomes −inf."""
         with np.errstate(divide="ignore"):
-            return torch.from_numpy(np.log(np.stack(rows)))[None]
+            return torch.from_numpy(np.log(self.lm.next_probs(tokens)))
 
 
 class NoRollback:

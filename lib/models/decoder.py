@@ -47,7 +47,7 @@ from torch import nn
 
 from lib.mixers.causal_activation import MODES as CAUSAL_MODES
 from lib.mixers.causal_activation import CausalActivation, Past
-from lib.validation import check_choice, check_dtype, check_ndim, check_positive_int, check_tensor
+from lib.validation import check_choice, check_dtype, check_ndim, check_positive_int, check_sampling, check_tensor
 
 __all__ = [
     "CAPTURE_KINDS",
@@ -564,15 +564,6 @@ def sample_next_token(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(f"temperature: expected a number ≥ 0 (0 is greedy), got {temperature!r}")
-    if top_k is not None:
-        check_positive_int("top_k", top_k)
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p: expected a number in (0, 1], got {top_p!r}")
-
-
 # ----------------------------------------------------------------------------- the model
 
 
@@ -772,7 +763,7 @@ class Decoder(nn.Module):
             raise ValueError(f"prompt: expected shape (batch, tokens) or (tokens,), got {tuple(prompt.shape)}")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens: expected an int ≥ 0, got {max_new_tokens!r}")
-        _check_sampling(temperature, top_k, top_p)
+        check_sampling(temperature, top_k, top_p)
         seq = prompt if prompt.ndim == 2 else prompt[None]
         total = seq.shape[1] + max_new_tokens
         if total > self.config.max_seq_len:
